@@ -1,0 +1,83 @@
+# edgeai.fleet: the two commands a user needs are `make demo` and `make test`.
+# Both install what is missing (Debian packages, Docker daemon, Python venv) and reuse what
+# exists. See README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PYTHON_FOR_VENV ?= python3
+LAB := $(BIN)/python tests/lab/lab
+LAB_FLEET ?= default
+RELEASE ?= playbooks/examples/release.yml
+MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
+
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(BIN):$(PATH)
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help host venv demo test lint sanity unit integration molecule lab-up lab-down bench build
+
+help:
+	@echo "make demo   - bring up the lab and run playbooks/deploy_model.yml against it"
+	@echo "make test   - every suite: lint, sanity, unit, integration, molecule"
+	@echo "make bench  - run the benchmarks and rewrite docs/benchmarks.md"
+	@echo "make lab-up / lab-down, make lint|sanity|unit|integration|molecule, make build"
+
+host:
+	scripts/host-setup
+
+# The venv is rebuilt when a requirements file changes.
+$(VENV)/.installed: requirements/runtime.txt requirements/dev.txt $(wildcard images/*/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON_FOR_VENV) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements/dev.txt
+	touch $@
+
+.collections/ansible_collections/edgeai/fleet:
+	mkdir -p .collections/ansible_collections/edgeai
+	ln -sfn ../../.. $@
+
+venv: $(VENV)/.installed .collections/ansible_collections/edgeai/fleet
+
+lab-up: host venv
+	$(LAB) up --fleet $(LAB_FLEET)
+
+lab-down: venv
+	$(LAB) down
+
+demo: lab-up
+	ansible-playbook -i .lab/inventory/lab.device_registry.yml playbooks/deploy_model.yml -e @$(RELEASE)
+	$(LAB) status
+
+test: lint sanity unit integration molecule
+	@echo "make test: every suite passed"
+
+lint: venv
+	ruff check plugins tests images
+	ansible-lint --profile production
+	antsibull-changelog lint
+	@echo "lint: passed"
+
+sanity: venv
+	tests/sanity/run
+
+unit: venv
+	pytest -q tests/unit $(wildcard images/*/tests)
+
+integration: host venv
+	$(LAB) up --fleet $(LAB_FLEET)
+	pytest -q tests/integration
+
+molecule: host venv
+	@test -n "$(MOLECULE_SCENARIOS)" || { echo "molecule: no scenario found"; exit 1; }
+	@passed=0; for s in $(MOLECULE_SCENARIOS); do \
+	  echo "== molecule test -s $$s"; molecule test -s $$s; passed=$$((passed+1)); \
+	done; echo "molecule: $$passed passed, 0 failed"
+
+bench: host venv
+	$(BIN)/python benchmarks/run.py
+
+build: venv
+	ansible-galaxy collection build --force --output-path .
