@@ -17,13 +17,13 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help host venv demo test lint sanity unit integration molecule lab-up lab-down bench build
+.PHONY: help host venv demo test lint sanity unit images integration molecule lab-up lab-down bench build
 
 help:
 	@echo "make demo   - bring up the lab and run playbooks/deploy_model.yml against it"
 	@echo "make test   - every suite: lint, sanity, unit, integration, molecule"
 	@echo "make bench  - run the benchmarks and rewrite docs/benchmarks.md"
-	@echo "make lab-up / lab-down, make lint|sanity|unit|integration|molecule, make build"
+	@echo "make lab-up / lab-down, make lint|sanity|unit|images|integration|molecule, make build"
 
 host:
 	scripts/host-setup
@@ -51,7 +51,7 @@ demo: lab-up
 	ansible-playbook -i .lab/inventory/lab.device_registry.yml playbooks/deploy_model.yml -e @$(RELEASE)
 	$(LAB) status
 
-test: lint sanity unit integration molecule
+test: lint sanity unit images integration molecule
 	@echo "make test: every suite passed"
 
 lint: venv
@@ -64,7 +64,14 @@ sanity: venv
 	tests/sanity/run
 
 unit: venv
-	pytest -q tests/unit $(wildcard images/*/tests)
+	pytest -q tests/unit
+
+# The project's own containers are Python packages with their own tests (some build and run
+# the image, so a Docker engine must answer).
+images: host venv
+	@for d in $(wildcard images/*/tests); do \
+	  echo "== pytest $$d"; (cd $$(dirname $$d) && PYTHONPATH=src $(BIN)/pytest -q tests) || exit 1; \
+	done
 
 integration: host venv
 	$(LAB) up --fleet $(LAB_FLEET)
