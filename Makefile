@@ -64,7 +64,7 @@ sanity: venv
 	tests/sanity/run
 
 unit: venv
-	pytest -q tests/unit
+	pytest -q tests/unit tests/lab/tests
 
 # The project's own containers are Python packages with their own tests (some build and run
 # the image, so a Docker engine must answer).

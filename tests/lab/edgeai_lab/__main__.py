@@ -1,0 +1,3 @@
+from edgeai_lab.cli import main
+
+raise SystemExit(main())
