@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-
 from ansible_collections.edgeai.fleet.plugins.plugin_utils._rollout import (
     RolloutPlanError,
     budget_exceeded,

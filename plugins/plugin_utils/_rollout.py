@@ -80,10 +80,10 @@ def plan_waves(devices, max_unavailable_per_site=1, canary_ring="canary"):
     if canary:
         waves.append([d["host"] for d in sorted(canary, key=_sort_key)])
 
-    limits = {site: parse_limit(max_unavailable_per_site, len(site_devices)) for site, site_devices in by_site.items()}
-    queues = {site: [d for d in site_devices if d["host"] not in canary_hosts] for site, site_devices in by_site.items()}
+    limits = {site: parse_limit(max_unavailable_per_site, len(members)) for site, members in by_site.items()}
+    queues = {site: [d for d in members if d["host"] not in canary_hosts] for site, members in by_site.items()}
     # Within a wave, a later ring never goes before an earlier one of the same site.
-    for site, queue in queues.items():
+    for queue in queues.values():
         queue.sort(key=lambda d: (_ring_rank(d.get("ring")), _sort_key(d)))
 
     while any(queues.values()):
@@ -137,9 +137,9 @@ def report_table(rows):
     ordered = sorted(rows, key=lambda r: (str(r.get("site", "")), str(r.get("device", ""))))
     cells = [[cell(row, c) for c in REPORT_COLUMNS] for row in ordered]
     widths = [max([len(c)] + [len(line[i]) for line in cells]) for i, c in enumerate(REPORT_COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(REPORT_COLUMNS, widths)).rstrip()]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(REPORT_COLUMNS, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in cells)
+    lines.extend("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells)
     return lines
 
 

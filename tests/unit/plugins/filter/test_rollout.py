@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 from ansible.errors import AnsibleFilterError
-
 from ansible_collections.edgeai.fleet.plugins.filter.rollout import rollout_budget_exceeded, rollout_waves
 from ansible_collections.edgeai.fleet.plugins.plugin_utils._rollout import parse_limit
 
