@@ -83,7 +83,14 @@ molecule: host venv
 	  echo "== molecule test -s $$s"; molecule test -s $$s; passed=$$((passed+1)); \
 	done; echo "molecule: $$passed passed, 0 failed"
 
-bench: host venv
+# MLServer, the peer the LiteRT server is compared with, lives in a venv of its own.
+BENCH_VENV := .lab/bench-venv
+$(BENCH_VENV)/.installed: benchmarks/litert/requirements-mlserver.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON_FOR_VENV) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -r $<
+	touch $@
+
+bench: host venv $(BENCH_VENV)/.installed
 	$(BIN)/python benchmarks/run.py
 
 build: venv
