@@ -1,0 +1,687 @@
+# Copyright: edgeai.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to the edgeai.fleet collection: not a public API, may change without notice.
+"""The engine of edgeai.fleet.model_artifact: fetch a model's files (https URL with
+resumable download, a path on the device, or an OCI image in a registry), verify them,
+unpack them safely and stage them atomically as ``<dest>/<model>/<version>/``."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+import time
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlencode, urlparse
+
+from ansible.module_utils.urls import open_url
+from ansible_collections.edgeai.fleet.plugins.module_utils._archive import (
+    CHUNK,
+    copy_tree_checked,
+    detect_format,
+    extract_tar,
+    extract_zip,
+    sha256_file,
+    tree_digest,
+    tree_listing,
+    unpacked_size,
+)
+from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError, EdgeAIError
+
+MANIFEST = ".edgeai-artifact.json"
+CONFIG = "config.pbtxt"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
+         "armv7l": "arm", "armv6l": "arm"}
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+
+ARGUMENT_SPEC = dict(
+    name=dict(type="str", required=True),
+    version=dict(type="int", required=True),
+    dest=dict(type="path", default="/var/lib/edgeai/artifacts"),
+    url=dict(type="str"),
+    sha256=dict(type="str"),
+    headers=dict(type="dict", default={}, no_log=True),
+    url_token=dict(type="str", no_log=True),
+    src=dict(type="path"),
+    image=dict(type="str"),
+    image_path=dict(type="str"),
+    registry_username=dict(type="str"),
+    registry_password=dict(type="str", no_log=True),
+    format=dict(type="str", default="auto", choices=["auto", "tar", "zip", "file"]),
+    filename=dict(type="str"),
+    subdir=dict(type="str"),
+    keep_versions=dict(type="int", default=3),
+    min_free_space_mb=dict(type="int", default=100),
+    validate_certs=dict(type="bool", default=True),
+    ca_path=dict(type="path"),
+    timeout=dict(type="float", default=60.0),
+    retries=dict(type="int", default=3),
+)
+MUTUALLY_EXCLUSIVE = [("url", "src", "image")]
+REQUIRED_ONE_OF = [("url", "src", "image")]
+REQUIRED_TOGETHER = [("registry_username", "registry_password")]
+REQUIRED_BY = {"url": ("sha256",)}
+
+
+# -- free space ------------------------------------------------------------------------
+def free_bytes(path):
+    """Bytes available to unprivileged users on the filesystem holding ``path`` (the
+    nearest existing parent is measured when ``path`` does not exist yet)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def ensure_space(path, needed, margin, what="the artifact", statvfs_free=free_bytes):
+    free = statvfs_free(path)
+    if needed + margin > free:
+        raise ArtifactError(
+            f"not enough free space in {path} for {what}: need {needed} bytes plus a margin of {margin}, "
+            f"{free} free",
+            needed_bytes=needed, free_bytes=free)
+    return free
+
+
+# -- https download with resume --------------------------------------------------------
+class Downloader:
+    """Downloads into ``<part>`` and resumes with an HTTP Range request when the part
+    file already holds bytes (from an earlier attempt or an earlier run)."""
+
+    def __init__(self, headers=None, validate_certs=True, ca_path=None, timeout=60.0,
+                 retries=3, backoff=1.0, opener=open_url, sleep=time.sleep):
+        self.headers = dict(headers or {})
+        self.validate_certs = validate_certs
+        self.ca_path = ca_path
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._open = opener
+        self._sleep = sleep
+
+    def _get(self, url, offset):
+        headers = dict(self.headers)
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        return self._open(url, headers=headers, method="GET", timeout=self.timeout,
+                          validate_certs=self.validate_certs, ca_path=self.ca_path,
+                          follow_redirects="safe", unredirected_headers=["Authorization"])
+
+    def fetch(self, url, part, sha256, space_check=None):
+        """Download ``url`` into ``part`` and verify its sha256. Returns a dict with
+        ``bytes`` (transferred now), ``resumed`` and ``attempts``."""
+        attempts = 0
+        transferred = 0
+        resumed = False
+        restarted = False
+        while True:
+            offset = os.path.getsize(part) if os.path.exists(part) else 0
+            attempts += 1
+            try:
+                resp = self._get(url, offset)
+            except HTTPError as exc:
+                if exc.code == 416 and offset:
+                    # the server has nothing past our offset: the part may already be whole
+                    if sha256_file(part) == sha256:
+                        return {"bytes": transferred, "resumed": True, "attempts": attempts}
+                    os.unlink(part)
+                    continue
+                if exc.code >= 500 and attempts <= self.retries:
+                    self._sleep(self.backoff * attempts)
+                    continue
+                raise ArtifactError(f"download of {_redact(url)} failed: HTTP {exc.code} {exc.reason}",
+                                    status=exc.code) from exc
+            except (TimeoutError, URLError, ConnectionError, http.client.HTTPException) as exc:
+                if attempts <= self.retries:
+                    self._sleep(self.backoff * attempts)
+                    continue
+                reason = getattr(exc, "reason", exc)
+                raise ArtifactError(f"download of {_redact(url)} failed after {attempts} attempts: {reason}") from exc
+            status = resp.getcode()
+            mode = "wb"
+            if status == 206 and offset:
+                start = _content_range_start(resp.headers.get("Content-Range"))
+                if start != offset:
+                    resp.close()
+                    os.unlink(part)
+                    continue
+                mode = "ab"
+                resumed = True
+            elif status != 200:
+                raise ArtifactError(f"download of {_redact(url)} failed: unexpected HTTP {status}")
+            length = resp.headers.get("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            if space_check is not None and length is not None:
+                space_check(length)
+            written = 0
+            complete = False
+            with open(part, mode) as out:
+                while True:
+                    try:
+                        block = resp.read(CHUNK)
+                    except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
+                        error = exc
+                        break
+                    if not block:
+                        complete = length is None or written == length
+                        error = f"connection closed after {written} of {length} bytes"
+                        break
+                    out.write(block)
+                    written += len(block)
+            transferred += written
+            resp.close()
+            if not complete:
+                if attempts <= self.retries:
+                    self._sleep(self.backoff * attempts)
+                    continue
+                raise ArtifactError(f"download of {_redact(url)} interrupted after {attempts} attempts: {error}",
+                                    partial_bytes=os.path.getsize(part))
+            actual = sha256_file(part)
+            if actual == sha256:
+                return {"bytes": transferred, "resumed": resumed, "attempts": attempts}
+            os.unlink(part)
+            if resumed and not restarted:
+                # a stale or corrupt part: start once more from zero
+                restarted = True
+                resumed = False
+                continue
+            raise ArtifactError(f"sha256 mismatch for {_redact(url)}: expected {sha256}, got {actual}",
+                                expected_sha256=sha256, actual_sha256=actual)
+
+
+def _content_range_start(value):
+    match = re.match(r"^\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*$", value or "")
+    return int(match.group(1)) if match else None
+
+
+def _redact(url):
+    parsed = urlparse(url)
+    if parsed.username or parsed.password or parsed.query:
+        netloc = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
+        return f"{parsed.scheme}://{netloc}{parsed.path}"
+    return url
+
+
+# -- OCI registry (HTTP API v2) ----------------------------------------------------------
+def parse_image_ref(ref):
+    """``registry[:port]/repository[:tag|@sha256:...]`` -> (registry, repository, reference)."""
+    if "/" not in ref:
+        raise ArtifactError(f"image {ref!r} must name its registry (registry.example:5000/repo:tag)")
+    registry, rest = ref.split("/", 1)
+    if "." not in registry and ":" not in registry and registry != "localhost":
+        raise ArtifactError(f"image {ref!r} must name its registry (registry.example:5000/repo:tag)")
+    if "@" in rest:
+        repository, reference = rest.split("@", 1)
+    elif ":" in rest.rsplit("/", 1)[-1]:
+        repository, reference = rest.rsplit(":", 1)
+    else:
+        repository, reference = rest, "latest"
+    if not re.match(r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*$", repository):
+        raise ArtifactError(f"image {ref!r}: {repository!r} is not a valid repository name")
+    return registry, repository, reference
+
+
+def _auth_challenge(header):
+    """Parse a WWW-Authenticate header into (scheme, params)."""
+    if not header:
+        return None, {}
+    scheme, dummy, rest = header.partition(" ")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return scheme.lower(), params
+
+
+class RegistryClient:
+    """Reads manifests and blobs from a registry (distribution HTTP API v2), with basic
+    auth or bearer tokens (fetched from the realm the registry names)."""
+
+    def __init__(self, registry, username=None, password=None, validate_certs=True,
+                 ca_path=None, timeout=60.0, scheme="https", opener=open_url):
+        self.base = f"{scheme}://{registry}"
+        self.username = username
+        self.password = password
+        self.validate_certs = validate_certs
+        self.ca_path = ca_path
+        self.timeout = timeout
+        self._open = opener
+        self._auth = None
+
+    def _basic(self):
+        raw = (f"{self.username}:{self.password}").encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+
+    def _call(self, url, headers):
+        return self._open(url, headers=headers, method="GET", timeout=self.timeout,
+                          validate_certs=self.validate_certs, ca_path=self.ca_path,
+                          follow_redirects="safe", unredirected_headers=["Authorization"])
+
+    def get(self, path, accept=None):
+        url = self.base + path
+        for _dummy in range(2):
+            headers = {}
+            if accept:
+                headers["Accept"] = accept
+            if self._auth:
+                headers["Authorization"] = self._auth
+            try:
+                return self._call(url, headers)
+            except HTTPError as exc:
+                if exc.code == 401 and self._authenticate(exc.headers.get("WWW-Authenticate")):
+                    continue
+                raise ArtifactError(f"registry {self.base}: GET {path}: HTTP {exc.code} {exc.reason}",
+                                    status=exc.code) from exc
+            except (TimeoutError, URLError, ConnectionError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise ArtifactError(f"registry {self.base} unreachable: {reason}") from exc
+        raise ArtifactError(f"registry {self.base} refused the credentials for {path}")
+
+    def _authenticate(self, header):
+        if self._auth and self._auth.startswith("Basic"):
+            return False  # already tried
+        scheme, params = _auth_challenge(header)
+        if scheme == "basic":
+            if not self.username:
+                raise ArtifactError(f"registry {self.base} wants credentials (registry_username/registry_password)")
+            self._auth = self._basic()
+            return True
+        if scheme == "bearer" and params.get("realm"):
+            if self._auth and self._auth.startswith("Bearer"):
+                return False
+            query = dict((k, v) for k, v in params.items() if k in ("service", "scope"))
+            url = params["realm"] + ("?" + urlencode(query) if query else "")
+            headers = {"Authorization": self._basic()} if self.username else {}
+            try:
+                resp = self._call(url, headers)
+                data = json.loads(resp.read())
+            except (TimeoutError, HTTPError, URLError, ValueError) as exc:
+                raise ArtifactError("registry token from {} failed: {}".format(params["realm"], exc)) from exc
+            token = data.get("token") or data.get("access_token")
+            if not token:
+                raise ArtifactError("registry token endpoint {} returned no token".format(params["realm"]))
+            self._auth = "Bearer " + token
+            return True
+        return False
+
+    def manifest(self, repository, reference):
+        """Return (digest, media type, manifest dict) for a tag or digest."""
+        resp = self.get(f"/v2/{repository}/manifests/{reference}", accept=", ".join(MANIFEST_TYPES))
+        raw = resp.read()
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if reference.startswith("sha256:") and reference != digest:
+            raise ArtifactError(f"manifest digest mismatch: asked for {reference}, got {digest}")
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise ArtifactError(f"registry returned a manifest that is not JSON for {repository}") from None
+        media = data.get("mediaType") or resp.headers.get("Content-Type", "").split(";")[0]
+        return digest, media, data
+
+    def image_manifest(self, repository, reference, arch=None):
+        """Resolve a tag to the image manifest for this machine's architecture."""
+        digest, media, data = self.manifest(repository, reference)
+        if "manifests" in data:
+            arch = arch or _ARCH.get(platform.machine(), platform.machine())
+            entries = data.get("manifests") or []
+            chosen = [m for m in entries
+                      if (m.get("platform") or {}).get("architecture") == arch
+                      and (m.get("platform") or {}).get("os", "linux") == "linux"]
+            if not chosen and len(entries) == 1:
+                chosen = entries
+            if not chosen:
+                raise ArtifactError(f"image {repository}:{reference} has no manifest for linux/{arch}")
+            digest, media, data = self.manifest(repository, chosen[0]["digest"])
+        if "layers" not in data:
+            raise ArtifactError(f"unsupported manifest type {media!r} for {repository}")
+        return digest, data
+
+    def blob(self, repository, digest, path, space_check=None):
+        """Download a blob into ``path`` and verify it against its digest."""
+        algo, dummy, expected = digest.partition(":")
+        if algo != "sha256" or not _SHA256.match(expected):
+            raise ArtifactError(f"unsupported blob digest {digest!r}")
+        resp = self.get(f"/v2/{repository}/blobs/{digest}")
+        length = resp.headers.get("Content-Length")
+        if space_check is not None and length and length.isdigit():
+            space_check(int(length))
+        hasher = hashlib.sha256()
+        with open(path, "wb") as out:
+            while True:
+                block = resp.read(CHUNK)
+                if not block:
+                    break
+                hasher.update(block)
+                out.write(block)
+        if hasher.hexdigest() != expected:
+            os.unlink(path)
+            raise ArtifactError(f"blob {digest} of {repository} failed verification (got sha256:{hasher.hexdigest()})")
+        return os.path.getsize(path)
+
+
+# -- staging ---------------------------------------------------------------------------
+def read_manifest(version_dir):
+    try:
+        with open(os.path.join(version_dir, MANIFEST), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def staged_versions(model_dir):
+    try:
+        names = os.listdir(model_dir)
+    except OSError:
+        return []
+    return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(model_dir, n)))
+
+
+def version_content(root, version):
+    """Where the version's files are inside an unpacked artifact, and its config.pbtxt.
+
+    A Triton model directory (``config.pbtxt`` plus numbered version folders) gives the
+    folder of ``version`` (or the only one); anything else is the version's files.
+    A single folder wrapping everything (``scale/config.pbtxt``...) is looked into."""
+    entries = os.listdir(root)
+    while len(entries) == 1 and not entries[0].isdigit() and os.path.isdir(os.path.join(root, entries[0])) \
+            and not os.path.islink(os.path.join(root, entries[0])):
+        root = os.path.join(root, entries[0])
+        entries = os.listdir(root)
+    numbered = sorted(n for n in os.listdir(root) if n.isdigit() and os.path.isdir(os.path.join(root, n)))
+    config = os.path.join(root, CONFIG)
+    if numbered:
+        if str(version) in numbered:
+            chosen = str(version)
+        elif len(numbered) == 1:
+            chosen = numbered[0]
+        else:
+            raise ArtifactError("the artifact holds versions {} but not {}".format(", ".join(numbered), version))
+        return os.path.join(root, chosen), config if os.path.isfile(config) else None
+    return root, None
+
+
+def _describe(listing):
+    return "".join("{} {}\n".format(value[:12] if kind == "file" else "-> " + value, rel)
+                   for rel, kind, value, dummy in listing)
+
+
+class ModelArtifact:
+    """Stage one version of a model from its source. ``params`` are the module's."""
+
+    def __init__(self, params, check_mode=False, opener=open_url, statvfs_free=free_bytes,
+                 registry_scheme="https"):
+        self.p = params
+        self.check_mode = check_mode
+        self._open = opener
+        self._free = statvfs_free
+        self._registry_scheme = registry_scheme
+        self.margin = max(0, params.get("min_free_space_mb", 100)) * 1024 * 1024
+        self.model_dir = os.path.join(params["dest"], params["name"])
+        self.target = os.path.join(self.model_dir, str(params["version"]))
+        self.result = {"changed": False, "path": self.target, "version": params["version"]}
+
+    # -- helpers -----------------------------------------------------------------------
+    def _space(self, what):
+        def check(needed):
+            ensure_space(self.p["dest"], needed, self.margin, what, self._free)
+        return check
+
+    def _validate(self):
+        p = self.p
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", p["name"]) or p["name"] in (".", ".."):
+            raise ArtifactError("name {!r} is not a valid model name".format(p["name"]))
+        if p["version"] < 1:
+            raise ArtifactError("version must be a positive integer")
+        if p["keep_versions"] < 1:
+            raise ArtifactError("keep_versions must be at least 1")
+        if p.get("sha256"):
+            p["sha256"] = p["sha256"].lower().replace("sha256:", "")
+            if not _SHA256.match(p["sha256"]):
+                raise ArtifactError("sha256 must be 64 hexadecimal characters")
+        if p.get("url"):
+            scheme = urlparse(p["url"]).scheme
+            if scheme not in ("https", "http"):
+                raise ArtifactError("url must be https:// (or http:// where sha256 is the only protection)")
+            if not p.get("sha256"):
+                raise ArtifactError("sha256 is required with url")
+
+    def _source(self):
+        """(kind, id) of the source: cheap to compute, equal when bytes are equal."""
+        p = self.p
+        if p.get("url"):
+            return "url", "sha256:" + p["sha256"]
+        if p.get("src"):
+            src = p["src"]
+            if not os.path.exists(src):
+                raise ArtifactError(f"src {src} does not exist on the device (copy it there first)")
+            if os.path.isdir(src):
+                return "src", "tree:" + tree_digest(src)
+            actual = sha256_file(src)
+            if p.get("sha256") and actual != p["sha256"]:
+                raise ArtifactError("sha256 mismatch for {}: expected {}, got {}".format(src, p["sha256"], actual),
+                                    expected_sha256=p["sha256"], actual_sha256=actual)
+            return "src", "sha256:" + actual
+        registry, repository, reference = parse_image_ref(p["image"])
+        self._registry = RegistryClient(registry, p.get("registry_username"), p.get("registry_password"),
+                                        p["validate_certs"], p.get("ca_path"), p["timeout"],
+                                        scheme=self._registry_scheme, opener=self._open)
+        self._repository = repository
+        digest, manifest = self._registry.image_manifest(repository, reference)
+        self._image_manifest = manifest
+        return "image", digest
+
+    def _fetch(self, work):
+        """Bring the source's bytes into ``work``; return (path, format, downloaded bytes, resumed)."""
+        p = self.p
+        if p.get("url"):
+            downloads = os.path.join(p["dest"], ".downloads")
+            os.makedirs(downloads, mode=0o700, exist_ok=True)
+            part = os.path.join(downloads, p["sha256"] + ".part")
+            headers = dict(p.get("headers") or {})
+            if p.get("url_token"):
+                headers["Authorization"] = "Bearer {}".format(p["url_token"])
+            loader = Downloader(headers, p["validate_certs"], p.get("ca_path"), p["timeout"], p["retries"],
+                                opener=self._open)
+            info = loader.fetch(p["url"], part, p["sha256"], self._space("the download"))
+            self._cleanup.append(part)
+            return part, p["format"], info["bytes"], info["resumed"]
+        if p.get("src"):
+            return p["src"], p["format"], 0, False
+        layers_dir = os.path.join(work, "layers")
+        root = os.path.join(work, "image")
+        os.makedirs(layers_dir)
+        os.makedirs(root)
+        strip = (p.get("image_path") or "/models/{}".format(p["name"])).strip("/")
+        total = 0
+        for index, layer in enumerate(self._image_manifest.get("layers", [])):
+            blob = os.path.join(layers_dir, str(index))
+            total += self._registry.blob(self._repository, layer["digest"], blob, self._space("an image layer"))
+            ensure_space(p["dest"], unpacked_size(blob, "tar"), self.margin, "an image layer", self._free)
+            extract_tar(blob, root, strip=strip, whiteouts=True)
+            os.unlink(blob)
+        if not os.listdir(root):
+            raise ArtifactError("image {} has nothing under {}".format(p["image"], "/" + strip))
+        return root, "dir", total, False
+
+    def _unpack(self, path, fmt, out):
+        p = self.p
+        if fmt == "dir" or os.path.isdir(path):
+            if path != out:
+                copy_tree_checked(path, out)
+            return
+        if fmt == "auto":
+            fmt = detect_format(path)
+        ensure_space(p["dest"], unpacked_size(path, fmt), self.margin, "the unpacked model", self._free)
+        strip = (p.get("subdir") or "").strip("/")
+        if fmt == "tar":
+            extract_tar(path, out, strip=strip)
+        elif fmt == "zip":
+            extract_zip(path, out, strip=strip)
+        else:
+            name = p.get("filename") or os.path.basename(urlparse(p.get("url") or path).path)
+            if not name or name in (".", "..") or "/" in name:
+                raise ArtifactError("give filename for the single-file artifact")
+            shutil.copyfile(path, os.path.join(out, name))
+            os.chmod(os.path.join(out, name), 0o644)
+        if not os.listdir(out):
+            raise ArtifactError("the artifact is empty%s" % (f" under {strip}" if strip else ""))
+
+    def _prune(self):
+        versions = staged_versions(self.model_dir)
+        keep = self.p["keep_versions"]
+        current = self.p["version"]
+        others = [v for v in versions if v != current]
+        excess = len(versions) - keep
+        removed = sorted(others)[:max(0, excess)]
+        if removed and not self.check_mode:
+            for version in removed:
+                shutil.rmtree(os.path.join(self.model_dir, str(version)))
+        self.result["removed_versions"] = removed
+        self.result["kept_versions"] = [v for v in versions if v not in removed]
+        return bool(removed)
+
+    # -- the run -----------------------------------------------------------------------
+    def run(self):
+        self._validate()
+        p = self.p
+        kind, source_id = self._source()
+        existing = read_manifest(self.target) if os.path.isdir(self.target) else None
+        before = None
+        if existing is not None:
+            before = existing
+            on_disk = tree_digest(self.target, exclude=(MANIFEST,))
+            if existing.get("source_id") == source_id and existing.get("digest") == on_disk:
+                self.result.update(self._summary(existing, downloaded=0, resumed=False))
+                self.result["changed"] = self._prune()
+                return self.result
+        self.result["source"] = kind
+        if self.check_mode:
+            self.result["changed"] = True
+            self.result["sha256"] = source_id.split(":", 1)[1] if source_id.startswith("sha256:") else None
+            self.result["source_id"] = source_id
+            self.result["diff"] = {"before": _describe_manifest(before),
+                                   "after": f"{kind} {source_id} (not fetched in check mode)\n"}
+            self._prune()
+            return self.result
+        os.makedirs(self.model_dir, mode=0o755, exist_ok=True)
+        self._cleanup = []
+        work = tempfile.mkdtemp(prefix=".tmp-{}-".format(p["version"]), dir=self.model_dir)
+        try:
+            path, fmt, downloaded, resumed = self._fetch(work)
+            unpacked = os.path.join(work, "unpacked")
+            if fmt == "dir" and path.startswith(work):
+                unpacked = path
+            else:
+                os.makedirs(unpacked)
+                self._unpack(path, fmt, unpacked)
+            content, config = version_content(unpacked, p["version"])
+            staged = os.path.join(work, "staged")
+            if content == unpacked and config is None:
+                os.rename(unpacked, staged)
+            else:
+                os.rename(content, staged)
+                if config:
+                    shutil.copyfile(config, os.path.join(staged, CONFIG))
+            os.chmod(staged, 0o755)
+            listing = tree_listing(staged)
+            digest = tree_digest(staged)
+            manifest = {
+                "model": p["name"], "version": p["version"], "source": kind, "source_id": source_id,
+                "origin": _redact(p.get("url") or "") or p.get("src") or p.get("image"),
+                "digest": digest, "files": [e[0] for e in listing],
+                "config": os.path.exists(os.path.join(staged, CONFIG)),
+                "staged_at": int(time.time()),
+            }
+            changed = not (existing and existing.get("digest") == digest
+                           and tree_digest(self.target, exclude=(MANIFEST,)) == digest)
+            if changed:
+                with open(os.path.join(staged, MANIFEST), "w", encoding="utf-8") as handle:
+                    json.dump(manifest, handle, indent=1, sort_keys=True)
+                self._swap(staged, work)
+                self.result["diff"] = {"before": _describe_manifest(before),
+                                       "after": _describe_manifest(manifest, listing)}
+            else:
+                manifest = existing
+            self.result.update(self._summary(manifest, downloaded, resumed))
+            self.result["changed"] = changed
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            for leftover in self._cleanup:
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
+            # leave no empty folders behind a failed first run ("nothing changed")
+            for folder in (os.path.join(p["dest"], ".downloads"), self.model_dir):
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    pass
+        if self._prune():
+            self.result["changed"] = True
+        return self.result
+
+    def _swap(self, staged, work):
+        """Put ``staged`` at the version's path with renames (same filesystem)."""
+        old = None
+        if os.path.lexists(self.target):
+            old = os.path.join(work, "previous")
+            os.rename(self.target, old)
+        try:
+            os.rename(staged, self.target)
+        except OSError:
+            if old:
+                os.rename(old, self.target)
+            raise
+
+    def _summary(self, manifest, downloaded, resumed):
+        return {
+            "source": manifest.get("source"),
+            "source_id": manifest.get("source_id"),
+            "sha256": _sha256_of(manifest.get("source_id")),
+            "digest": manifest.get("digest"),
+            "files": manifest.get("files", []),
+            "config": bool(manifest.get("config")),
+            "downloaded_bytes": downloaded,
+            "resumed": resumed,
+        }
+
+
+def _sha256_of(source_id):
+    source_id = str(source_id or "")
+    return source_id.split(":", 1)[1] if source_id.startswith("sha256:") else None
+
+
+def _describe_manifest(manifest, listing=None):
+    if not manifest:
+        return ""
+    head = "version {} from {} {}\n".format(manifest.get("version"), manifest.get("source"), manifest.get("source_id"))
+    if listing is not None:
+        return head + _describe(listing)
+    return head + "".join(f"{f}\n" for f in manifest.get("files", []))
+
+
+def run_module(module_cls):
+    """Entry point used by plugins/modules/model_artifact.py."""
+    module = module_cls(argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE,
+                        required_one_of=REQUIRED_ONE_OF, required_together=REQUIRED_TOGETHER,
+                        required_by=REQUIRED_BY, supports_check_mode=True)
+    try:
+        result = ModelArtifact(module.params, check_mode=module.check_mode).run()
+    except EdgeAIError as exc:
+        module.fail_json(msg=exc.msg, **exc.details)
+    except OSError as exc:
+        module.fail_json(msg=f"model_artifact failed: {exc}")
+    module.exit_json(**result)

@@ -1,0 +1,112 @@
+#!/usr/bin/python
+# Copyright: edgeai.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: inference_server_info
+short_description: Health, metadata, model index and statistics of an inference server
+version_added: 0.1.0
+description:
+  - Reads what a KServe v2 inference server (Triton, the project's LiteRT server) says about
+    itself, for reports and rollout gates. Changes nothing.
+  - Per-model statistics come from Triton's statistics extension (C(GET /v2/models/<m>/stats));
+    servers without it give C(null) statistics and RV(stats_supported=false), not a failure.
+author:
+  - edgeai.fleet contributors (@edgeai)
+extends_documentation_fragment:
+  - edgeai.fleet._inference_server
+options:
+  gather:
+    description: What to read.
+    type: list
+    elements: str
+    choices: [health, metadata, index, stats]
+    default: [health, metadata, index, stats]
+  models:
+    description: Models to read statistics of. Defaults to every READY model in the index.
+    type: list
+    elements: str
+  fail_unreachable:
+    description: Fail when the server is not live. When false, RV(live=false) is returned.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is nothing to show.
+notes:
+  - Runs on the device; needs only Python's standard library.
+seealso:
+  - module: edgeai.fleet.inference_model
+"""
+
+EXAMPLES = r"""
+- name: Read the server's state
+  edgeai.fleet.inference_server_info:
+    url: http://127.0.0.1:8000
+  register: server
+
+- name: Gate on the model being served
+  ansible.builtin.assert:
+    that:
+      - server.ready
+      - "'detector' in server.ready_models"
+"""
+
+RETURN = r"""
+url:
+  description: The server asked.
+  returned: always
+  type: str
+live:
+  description: Whether C(/v2/health/live) answered 200.
+  returned: always
+  type: bool
+ready:
+  description: Whether C(/v2/health/ready) answered 200.
+  returned: when health is gathered
+  type: bool
+server:
+  description: Server metadata (C(name), C(version), C(extensions)).
+  returned: when metadata is gathered and the server is live
+  type: dict
+  sample: {name: triton, version: 2.51.0, extensions: [model_repository, statistics]}
+models:
+  description: The repository index, one entry per model version (C(name), C(version), C(state), C(reason)).
+  returned: when index is gathered
+  type: list
+  elements: dict
+ready_models:
+  description: Names of the models with a READY version.
+  returned: when index is gathered and the server is live
+  type: list
+  elements: str
+stats:
+  description:
+    - Per model, a list per version with C(inference_count), C(execution_count), C(success_count),
+      C(failure_count), C(mean_latency_ms), C(last_inference_ms) and the server's C(raw) entry;
+      null where the server has no statistics.
+  returned: when stats are gathered
+  type: dict
+stats_supported:
+  description: Whether the server answered every statistics request (null when no model was asked about).
+  returned: when stats are gathered and the server is live
+  type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.edgeai.fleet.plugins.module_utils._server_info import run_module
+
+
+def main():
+    run_module(AnsibleModule)
+
+
+if __name__ == "__main__":
+    main()
