@@ -32,6 +32,10 @@ try:
 except AttributeError:  # pragma: no cover
     _Dumper = yaml.SafeDumper
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# the repository's ansible.cfg enables the plugin and finds edgeai.fleet in ./.collections
+ENV = dict(os.environ, ANSIBLE_CONFIG=os.environ.get('ANSIBLE_CONFIG') or os.path.join(REPO, 'ansible.cfg'))
+
 HARDWARE = (
     ('jetson', 'agx-orin'),
     ('jetson', 'orin-nano'),
@@ -134,7 +138,7 @@ def time_list_hosts(ansible: str, source: str, expected: int, repeat: int,
         try:
             proc = subprocess.run(
                 [ansible, 'all', '-i', source, '--list-hosts'],
-                capture_output=True, text=True, timeout=timeout, check=False,
+                capture_output=True, text=True, timeout=timeout, check=False, env=ENV, cwd=REPO,
             )
         except subprocess.TimeoutExpired:
             return None
@@ -184,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
 
     load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
     out = [
+        '## Inventory: device_registry plugin vs ansible\'s yaml inventory',
+        '',
+        'The same fleet as a device registry file read by `edgeai.fleet.device_registry` (YAML and JSON) '
+        'and as the equivalent static file read by ansible\'s `yaml` inventory plugin (same hosts, '
+        'host variables and groups).',
+        '',
         f'`ansible all -i <source> --list-hosts`: wall time of the fastest of {args.repeat} runs '
         f'(yaml inventory: of {args.yaml_repeat}), with the CPU time (user + system) of that run; '
         f'{args.sites} sites; Python {platform.python_version()}, {os.cpu_count()} CPUs, '
