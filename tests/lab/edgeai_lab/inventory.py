@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -13,6 +15,10 @@ INV_DIR = STATE_DIR / "inventory"
 DEVICES_FILE = INV_DIR / "devices.yml"
 PLUGIN_FILE = INV_DIR / "lab.device_registry.yml"
 HOSTS_FILE = INV_DIR / "hosts.yml"
+# The lab's site configuration (registry, apt mirrors, event API as role variables), placed
+# where Ansible reads group_vars for both inventories.
+SITE_VARS_SRC = Path(__file__).resolve().parents[1] / "group_vars" / "site.yml"
+SITE_VARS_FILE = INV_DIR / "group_vars" / "all" / "site.yml"
 
 
 def _group(prefix: str, value: str) -> str:
@@ -68,6 +74,8 @@ def write_inventories(devices: dict[str, dict[str, Any]], profiles: dict[str, di
     HOSTS_FILE.write_text(header + "# Registry credentials are NOT here: add -e @" +
                           str(STATE_DIR / "registry" / "credentials.yml") + " where a play needs them.\n" +
                           yaml.safe_dump(static, sort_keys=False))
+    SITE_VARS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(SITE_VARS_SRC, SITE_VARS_FILE)
     return {"devices": str(DEVICES_FILE), "plugin": str(PLUGIN_FILE), "hosts": str(HOSTS_FILE)}
 
 
