@@ -64,6 +64,7 @@ ARGUMENT_SPEC = dict(
     filename=dict(type="str"),
     subdir=dict(type="str"),
     keep_versions=dict(type="int", default=3),
+    protect_versions=dict(type="list", elements="int", default=[]),
     min_free_space_mb=dict(type="int", default=100),
     validate_certs=dict(type="bool", default=True),
     ca_path=dict(type="path"),
@@ -543,8 +544,10 @@ class ModelArtifact:
     def _prune(self):
         versions = staged_versions(self.model_dir)
         keep = self.p["keep_versions"]
-        current = self.p["version"]
-        others = [v for v in versions if v != current]
+        # The version being staged and the protected ones (the version the server serves now,
+        # which a rollback returns to) never go, whatever their numbers.
+        protected = {self.p["version"], *(self.p.get("protect_versions") or [])}
+        others = [v for v in versions if v not in protected]
         excess = len(versions) - keep
         removed = sorted(others)[:max(0, excess)]
         if removed and not self.check_mode:

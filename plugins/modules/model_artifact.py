@@ -98,6 +98,14 @@ options:
     description: How many staged versions of the model to keep (the oldest numbers go first; O(version) always stays).
     type: int
     default: 3
+  protect_versions:
+    description:
+      - Versions never removed by O(keep_versions), such as the one the server serves now, which
+        a rollback returns to.
+    type: list
+    elements: int
+    default: []
+    version_added: 0.1.0
   min_free_space_mb:
     description: Free space that must remain on the filesystem of O(dest) after the download and after unpacking.
     type: int

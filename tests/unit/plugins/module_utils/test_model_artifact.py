@@ -415,3 +415,15 @@ def test_parse_image_ref():
     assert parse_image_ref(ref) == ("r.example", "m", "sha256:" + "a" * 64)
     with pytest.raises(ArtifactError):
         parse_image_ref("edgeai/m:3")
+
+
+def test_protected_versions_survive_pruning_whatever_their_numbers(tmp_path):
+    # The server serves 9 (staged earlier); staging 2, 3 and 4 with keep 2 must not remove 9,
+    # the version a rollback would return to.
+    model = tmp_path / "model.tflite"
+    for version in (9, 2, 3, 4):
+        model.write_bytes(b"TFL3-%d" % version)
+        result = ModelArtifact(params(tmp_path, src=str(model), version=version, keep_versions=2,
+                                      protect_versions=[9]), statvfs_free=plenty).run()
+    assert 9 in result["kept_versions"] and 4 in result["kept_versions"]
+    assert sorted(os.listdir(tmp_path / "artifacts" / "scale")) == ["4", "9"]
