@@ -59,7 +59,7 @@ test: lint sanity unit images integration molecule
 	@echo "make test: every suite passed"
 
 lint: venv
-	ruff check plugins tests images
+	ruff check plugins tests images benchmarks molecule scripts/demo-release
 	ansible-lint --profile production
 	antsibull-changelog lint
 	@echo "lint: passed"
