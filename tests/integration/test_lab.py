@@ -58,8 +58,8 @@ def test_jetson_profile_is_what_detection_sees(lab, lab_ssh):
                             "base64 -w0 /opt/edgeai-lab/root/etc/nv_tegra_release; echo; "
                             "base64 -w0 /opt/edgeai-lab/root/proc/device-tree/model; echo; "
                             "base64 -w0 /opt/edgeai-lab/root/proc/device-tree/compatible; echo").stdout.split()
-        expected = [_b64(root / "etc/nv_tegra_release")] * 2 + [_b64(root / "proc/device-tree/model"),
-                                                                  _b64(root / "proc/device-tree/compatible")]
+        expected = [_b64(root / "etc/nv_tegra_release")] * 2 + [
+            _b64(root / "proc/device-tree/model"), _b64(root / "proc/device-tree/compatible")]
         assert out == expected, name
         # the stand-in packages are really installed: dpkg's own database says so
         for pkg in prof["packages"]:
@@ -164,7 +164,7 @@ def _ssh(ep: dict, script: str, timeout: float = 300) -> subprocess.CompletedPro
 def test_libedgetpu_max_asks_for_the_eula(lab, scratch_device):
     """On a Coral USB host of the test's own (nothing preinstalled): -max refuses without the
     debconf answer, installs with it, and takes the place of -std."""
-    _, ep = scratch_device("coral-usb")
+    ep = scratch_device("coral-usb")[1]
     setup = ("set -e; "
              f"curl -fsS -o /usr/share/keyrings/coral.gpg {lab['apt']['key_url']}; "
              "echo \"deb [signed-by=/usr/share/keyrings/coral.gpg] "
@@ -234,7 +234,7 @@ def test_webhook_receiver_answers_devices_over_tls(lab, lab_ssh):
 
 
 def test_nvidia_runtime_runs_containers_through_runc(lab, scratch_device):
-    _, ep = scratch_device("orin-nano")  # the test restarts this device's engine
+    ep = scratch_device("orin-nano")[1]  # the test restarts this device's engine
     script = (
         "set -e; nvidia-ctk runtime configure --runtime=docker >/dev/null; systemctl restart docker; "
         "r=$(mktemp -d); cp --parents /usr/bin/dash /usr/lib/x86_64-linux-gnu/libc.so.6 "

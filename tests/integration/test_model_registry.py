@@ -41,8 +41,8 @@ def registry(tmp_path_factory):
         "version": 0.1,
         "log": {"level": "error"},
         "storage": {"filesystem": {"rootdirectory": str(work / "data")}},
-        "http": {"addr": f"127.0.0.1:{port}", "tls": {"certificate": str(work / "cert.pem"),
-                                                       "key": str(work / "key.pem")}},
+        "http": {"addr": f"127.0.0.1:{port}",
+                 "tls": {"certificate": str(work / "cert.pem"), "key": str(work / "key.pem")}},
         "auth": {"htpasswd": {"realm": "edgeai-test", "path": str(work / "htpasswd")}},
     }))
     log = open(work / "registry.log", "w")  # noqa: SIM115 - closed below

@@ -337,7 +337,7 @@ def test_no_request_fails_during_a_swap(server):
     def stream():
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         deadline = time.monotonic() + 180
-        for _ in range(20000):
+        for _attempt in range(20000):
             if stop.is_set() or time.monotonic() > deadline:
                 break
             try:

@@ -121,7 +121,7 @@ def _deploy(lab, fleet, release: Path, tmp_path: Path, *extra: str) -> tuple[sub
 
 
 def test_rollout_updates_every_device_and_the_events_agree(lab, fleet, lab_ssh, tmp_path):
-    first, _ = _deploy(lab, fleet, _release(11), tmp_path / "v11")
+    first = _deploy(lab, fleet, _release(11), tmp_path / "v11")[0]
     assert first.returncode == 0, first.stdout[-4000:]
 
     result, report = _deploy(lab, fleet, _release(12), tmp_path / "v12")
@@ -161,7 +161,7 @@ def test_check_mode_reports_what_would_change_and_changes_nothing(lab, fleet, la
 
 
 def test_a_fault_at_one_site_rolls_back_and_the_budget_stops_the_rollout(lab, fleet, lab_ssh, tmp_path):
-    base, _ = _deploy(lab, fleet, _release(31), tmp_path / "base")
+    base = _deploy(lab, fleet, _release(31), tmp_path / "base")[0]
     assert base.returncode == 0, base.stdout[-4000:]
     # version 32 cannot load on site-b's devices; site-a holds the canary and goes first
     release = _release(32, failing_groups=("site_site_b",))
@@ -182,7 +182,7 @@ def test_a_fault_at_one_site_rolls_back_and_the_budget_stops_the_rollout(lab, fl
 
 
 def test_an_unreachable_device_is_deferred_and_a_later_run_converges_it(lab, fleet, lab_ssh, tmp_path):
-    base, _ = _deploy(lab, fleet, _release(41), tmp_path / "base")
+    base = _deploy(lab, fleet, _release(41), tmp_path / "base")[0]
     assert base.returncode == 0, base.stdout[-4000:]
     offline = sorted(d for d in fleet if lab["devices"][d]["site"] == "site-b")[0]
     container = lab["devices"][offline]["container"]

@@ -73,7 +73,8 @@ def role_env(tmp_path):
     }
     yield env
     subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-    if subprocess.run(["docker", "image", "inspect", TRITON_IMAGE + "-b"], capture_output=True).returncode == 0:
+    second_tag = subprocess.run(["docker", "image", "inspect", TRITON_IMAGE + "-b"], capture_output=True, check=False)
+    if second_tag.returncode == 0:
         subprocess.run(["docker", "image", "rm", TRITON_IMAGE + "-b"], capture_output=True, check=False)
 
 
@@ -125,7 +126,7 @@ def test_role_fails_early_for_a_jetpack_without_an_image(role_env, tmp_path):
         ROOT / "tests" / "lab" / "profiles" / "jetson-nano" / "root")))
     assert rc != 0
     assert "No Triton image for JetPack 4.6" in out
-    assert subprocess.run(["docker", "inspect", env["name"]], capture_output=True).returncode != 0
+    assert subprocess.run(["docker", "inspect", env["name"]], capture_output=True, check=False).returncode != 0
     assert not os.path.exists(env["vars"]["inference_server_repository"])
 
 
@@ -135,7 +136,7 @@ LITERT_IMAGE = os.environ.get("EDGEAI_LITERT_IMAGE", "edgeai/litert-server:test"
 def test_role_runs_the_litert_server_with_a_model(role_env):
     """The LiteRT path of the role (kind litert on a device without an Edge TPU node, so the
     container needs no device): same modules, same protocol."""
-    if subprocess.run(["docker", "image", "inspect", LITERT_IMAGE], capture_output=True).returncode:
+    if subprocess.run(["docker", "image", "inspect", LITERT_IMAGE], capture_output=True, check=False).returncode:
         build = subprocess.run(["sh", str(ROOT / "images" / "litert-server" / "build.sh"), LITERT_IMAGE],
                                capture_output=True, text=True, check=False,
                                env=dict(os.environ, PIP=f"{ROOT / '.venv' / 'bin' / 'python'} -m pip"))

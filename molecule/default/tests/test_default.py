@@ -31,6 +31,6 @@ def test_the_event_relay_runs_and_has_delivered_everything(host):
     values = {}
     for line in metrics.stdout.splitlines():
         if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
+            name, value = line.rsplit(" ", 1)
             values[name] = float(value)
     assert values["edgeai_relay_queued"] == 0, values

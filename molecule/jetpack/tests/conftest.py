@@ -29,7 +29,6 @@ def probe_image() -> str:
     raise AssertionError(f"the lab registry holds none of {PROBE_PREFERENCE}: {images}")
 
 
-
 @pytest.fixture
 def run_role(host):
     """Run a role on this scenario host (ad hoc, check mode); returns what ansible printed."""

@@ -57,7 +57,7 @@ def test_retry_on_exceptions_counts_as_not_yet():
 
     assert Waiter(10, 1, clock=clock, sleep=clock.sleep).wait(flaky, retry_on=(ServerError,))["info"] == "ok"
     with pytest.raises(ValueError):
-        Waiter(10, 1, clock=clock, sleep=clock.sleep).wait(lambda: (_ for _ in ()).throw(ValueError("boom")))
+        Waiter(10, 1, clock=clock, sleep=clock.sleep).wait(lambda: (item for item in ()).throw(ValueError("boom")))
 
 
 def test_rejects_bad_arguments():
