@@ -8,7 +8,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PYTHON_FOR_VENV ?= python3
-LAB := $(BIN)/python tests/lab/lab
+LAB := tests/lab/lab
 LAB_FLEET ?= default
 # The demo's release: version 2 of the demo model (scripts/demo-release writes it).
 RELEASE ?= .lab/demo/release-2.yml
