@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Event relay: events per second accepted and delivered, and events lost in a receiver outage.
 
-The relay (images/event-relay, its defaults: SQLite WAL + fsync per event, backoff 0.5 s
+The relay (images/event-relay, its defaults: SQLite WAL + fsync per accepted event, backoff 0.5 s
 doubling to 60 s) and the lab's webhook receiver (tests/lab/webhook_receiver, HMAC secret
 and bearer token in 0600 files) run as subprocesses on free loopback ports.
 
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     out = [
         "## Event relay: throughput and a receiver outage",
         "",
-        f"The relay (`images/event-relay`, default settings: SQLite WAL, fsync per event, backoff 0.5 s doubling "
+        f"The relay (`images/event-relay`, default settings: SQLite WAL, fsync per accepted event, backoff 0.5 s doubling "
         f"to 60 s) and the lab's webhook receiver (`tests/lab/webhook_receiver`, HMAC secret and bearer token) as "
         f"processes on loopback. Throughput: {args.events} events POSTed by {args.threads} keep-alive client "
         f"threads as fast as acknowledged; delivered/s counts from the first POST until the relay's queue is empty "

@@ -130,8 +130,11 @@ class Deliverer(threading.Thread):
                             extra=fields(dropped=expired, reason="expired"))
         # One drop report in the queue at a time: later drops add up until it has gone out, so
         # the reports together account for every drop (the queue bounds never drop a report).
+        # This runs before every delivery: the in-memory counters come first, and only with
+        # drops to report is the queue asked (an index lookup) whether a report still waits.
         if (now - self._last_drop_report >= self.config.drop_report_interval_s
-                and not self.store.has_queued(DROP_REPORT_TYPE)):
+                and self.store.has_unreported_drops()
+                and not self.store.drop_report_queued()):
             drops = self.store.take_unreported_drops()
             if drops:
                 self._last_drop_report = now
