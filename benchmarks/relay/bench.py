@@ -310,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     out = [
         "## Event relay: throughput and a receiver outage",
         "",
-        f"The relay (`images/event-relay`, default settings: SQLite WAL, fsync per accepted event, backoff 0.5 s doubling "
-        f"to 60 s) and the lab's webhook receiver (`tests/lab/webhook_receiver`, HMAC secret and bearer token) as "
+        "The relay (`images/event-relay`, default settings: SQLite WAL, fsync per accepted event, "
+        "backoff 0.5 s doubling to 60 s) and the lab's webhook receiver (`tests/lab/webhook_receiver`, "
+        "HMAC secret and bearer token) as "
         f"processes on loopback. Throughput: {args.events} events POSTed by {args.threads} keep-alive client "
         f"threads as fast as acknowledged; delivered/s counts from the first POST until the relay's queue is empty "
         f"(delivery runs while events come in). Outage: {count} events at {args.rate:.0f}/s over "
