@@ -66,6 +66,7 @@ lint: venv
 
 sanity: venv
 	tests/sanity/run
+	@echo "sanity: passed"
 
 unit: venv
 	pytest -q tests/unit tests/lab/tests
