@@ -165,7 +165,12 @@ def test_receiver_goes_away_and_every_event_arrives_in_order(tmp_path, receiver)
         posts = deliveries(receiver)  # every accepted POST, across the receiver's restart
         keys = [p["key"] for p in posts]
         duplicates = len(keys) - len(set(keys))
-        assert sum(p["duplicate"] for p in posts) == duplicates
+        recognised = sum(p["duplicate"] for p in posts)
+        # Every repeated key was recognised. The kill -9 can also fall between the receiver
+        # storing an event and logging that POST, so one more recognised duplicate than the
+        # log shows is possible, never more.
+        assert duplicates <= recognised <= duplicates + 1
+        assert recognised <= 1
         assert set(keys) == {e["id"] for e in receiver.events()}
         assert duplicates <= 1  # deliveries are sequential: only the POST in flight at the kill
         wait_until(lambda: relay.metrics()["edgeai_relay_queued"] == 0, 20, what="an empty queue")
