@@ -31,6 +31,7 @@ from webhook_receiver.testing import (  # noqa: E402
     ReceiverProcess,
     free_port,
     http_json,
+    stop_process,
     wait_for_port,
     write_secret,
 )
@@ -86,13 +87,7 @@ class RelayProcess:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc, sig, grace=20)
         self.proc = None
 
     def post(self, event: dict, timeout: float = 5.0) -> tuple[int, dict | None]:

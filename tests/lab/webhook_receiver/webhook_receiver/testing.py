@@ -37,6 +37,18 @@ def wait_for_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, grace: float = 10.0) -> None:
+    """Send sig to a running process and wait for it; kill it if it outlives the grace period."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def write_secret(path: Path, value: str) -> Path:
     path.write_text(value + "\n")
     path.chmod(0o600)
@@ -95,13 +107,7 @@ class ReceiverProcess:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc, sig)
         self.proc = None
 
     def control(self, path: str = "", payload: Any = None) -> Any:
