@@ -17,6 +17,7 @@ from edgeai_lab import apt, devices, images, inventory, pki, services
 from edgeai_lab.core import (
     APT_HOST,
     APT_PORT,
+    ARTIFACTS_PORT,
     BASE_IMAGE,
     LAB_DIR,
     LABEL,
@@ -37,9 +38,11 @@ from edgeai_lab.core import (
 
 FLEETS_DIR = LAB_DIR / "fleets"
 # what `lab down` deletes in .lab/ (cache/ is kept)
-LAB_OWNED = ("apt", "docker", "inventory", "logs", "pki", "registry", "run", "ssh", "webhook",
+LAB_OWNED = ("apt", "artifacts", "docker", "inventory", "logs", "pki", "registry", "run", "ssh", "webhook",
              "state.json", "state.tmp")
 PARALLEL = 4
+# the lab's host processes, in the order `lab down` stops them
+SERVICES = ("webhook", "artifacts", "gateway", "registry")
 
 
 def fleet_devices(fleet: str | None, count: int | None) -> list[dict[str, Any]]:
@@ -91,10 +94,13 @@ def ensure_infra(state: dict[str, Any], *, push_images: bool, sites: set[str]) -
     site_gws = ensure_sites(state, sites | {d["site"] for d in state["devices"].values()})
     relays = []
     for gw in sorted(set(site_gws.values())):
-        relays.append({"listen": [gw, REGISTRY_PORT], "target": ["127.0.0.1", REGISTRY_PORT]})
-        relays.append({"listen": [gw, WEBHOOK_PORT], "target": ["127.0.0.1", WEBHOOK_PORT]})
+        relays.append({"listen": [gw, REGISTRY_PORT], "target": ["127.0.0.1", REGISTRY_PORT], "service": "registry"})
+        relays.append({"listen": [gw, WEBHOOK_PORT], "target": ["127.0.0.1", WEBHOOK_PORT], "service": "webhook"})
+        relays.append({"listen": [gw, ARTIFACTS_PORT], "target": ["127.0.0.1", ARTIFACTS_PORT],
+                       "service": "artifacts"})
     services.ensure_gateway(sorted(set(site_gws.values())), relays)
     infra = state.setdefault("infra", {})
+    infra["artifacts"] = services.ensure_artifacts()
     try:
         infra["webhook"] = services.ensure_webhook()
     except LabError as exc:
@@ -154,6 +160,10 @@ def _bring_up(state: dict[str, Any], wanted: list[dict[str, Any]]) -> None:
 
     def finish(d: dict[str, Any]) -> None:
         devices.wait_ready(d["id"])
+        # a TLS server certificate per device, for services a device offers its site (a site cache)
+        address = devices.device_address(d["id"])
+        state["devices"][d["id"]]["address"] = address
+        pki.ensure_server_cert(f"device-{d['id']}", [d["id"], f"{d['id']}.edgeai.lab"], [address] if address else [])
         devices.apply_packages(d["id"], d["profile"])
         if not wait_tcp("127.0.0.1", state["devices"][d["id"]]["port"], 30):
             raise LabError(f"{d['id']}: SSH port not answering")
@@ -161,6 +171,7 @@ def _bring_up(state: dict[str, Any], wanted: list[dict[str, Any]]) -> None:
     with ThreadPoolExecutor(PARALLEL) as pool:
         errors = [f.exception() for f in [pool.submit(finish, d) for d in wanted]]
     errors = [e for e in errors if e]
+    save_state(state)
     if errors:
         raise LabError("\n".join(str(e) for e in errors))
 
@@ -229,6 +240,74 @@ def cmd_device_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+RATE_UNITS = {"bit": 1 / 8, "kbit": 125, "mbit": 125_000, "gbit": 125_000_000, "b": 1, "kb": 1000,
+              "mb": 1_000_000, "kib": 1024, "mib": 1024 * 1024}
+
+
+def parse_rate(text: str) -> int:
+    """'2mbit', '500kbit', '250kB', '1000' (bytes per second) -> bytes per second."""
+    t = text.strip().lower().removesuffix("/s").removesuffix("ps")
+    num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = t[len(num):] or "b"
+    if unit not in RATE_UNITS or not num:
+        raise LabError(f"cannot read rate {text!r}: use a number with bit, kbit, mbit, gbit, B, kB, MB, KiB or MiB")
+    return int(float(num) * RATE_UNITS[unit])
+
+
+def parse_ms(text: str) -> float:
+    """'80ms', '0.2s' or '80' (milliseconds) -> milliseconds."""
+    t = text.strip().lower()
+    scale = 1000.0 if t.endswith("s") and not t.endswith("ms") else 1.0
+    try:
+        return float(t.removesuffix("ms").removesuffix("s")) * scale
+    except ValueError:
+        raise LabError(f"cannot read delay {text!r}: use milliseconds, e.g. 80ms") from None
+
+
+def link_key(state: dict[str, Any], target: str) -> tuple[str, str]:
+    """A site's link is keyed by its gateway IP, a device's by its address on the site network."""
+    gws = state.get("infra", {}).get("site_gateways", {})
+    if target in gws:
+        return "sites", gws[target]
+    if target in state["devices"]:
+        return "clients", devices.device_address(target)
+    raise LabError(f"{target!r} is neither a site ({', '.join(sorted(gws))}) nor a lab device")
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    since = time.time()
+    with state_lock():
+        state = load_state()
+        table, key = link_key(state, args.target)
+        rules = services.read_links()
+        rule = {} if args.clear else dict(rules.get(key, {}))
+        if args.rate is not None:
+            rule["rate"] = parse_rate(args.rate)
+        if args.delay is not None:
+            rule["delay_ms"] = parse_ms(args.delay)
+        if args.loss is not None:
+            loss = float(args.loss.rstrip("%")) / (100 if args.loss.endswith("%") else 1)
+            if not 0 <= loss < 1:
+                raise LabError(f"loss {args.loss!r} must be between 0 and 100%")
+            rule["loss"] = loss
+        if args.cut:
+            rule["cut"] = True
+        if args.restore:
+            rule.pop("cut", None)
+        rule = {k: v for k, v in rule.items() if v}
+        if rule:
+            rules[key] = rule
+        else:
+            rules.pop(key, None)
+        services.write_links(rules)
+    # the gateway applies the rules within half a second and then writes fresh counters
+    stats = services.read_stats(newer_than=since + 0.6)
+    out = {"target": args.target, "key": key, "rule": rule, "bytes": stats[table].get(key, {}), "time": stats["time"]}
+    print(json.dumps(out, indent=2) if args.json else
+          f"{args.target} ({key}): {rule or 'unshaped'}; bytes {json.dumps(out['bytes'])}")
+    return 0
+
+
 def collect_status() -> dict[str, Any]:
     state = load_state()
     running = {c["Names"]: c for c in devices.lab_containers()}
@@ -241,7 +320,7 @@ def collect_status() -> dict[str, Any]:
                       "state": c["State"] if c else "missing",
                       "ssh": {"host": "127.0.0.1", "port": d["port"], "user": "root"}}
     infra = state.get("infra", {})
-    procs = {n: services.proc_running(n) for n in ("gateway", "registry", "webhook")}
+    procs = {n: services.proc_running(n) for n in SERVICES}
     return {"state_dir": str(STATE_DIR), "fleet": state.get("fleet"),
             "up": bool(devs) and all(v["state"] == "running" for v in devs.values()) and bool(procs["registry"]),
             "devices": devs, "ssh_key": infra.get("ssh_key"), "ca_cert": infra.get("ca_cert"),
@@ -284,7 +363,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         vols = docker("volume", "ls", "-q", "--filter", f"label={LABEL}", check=False).stdout.split()
         nets = docker("network", "ls", "-q", "--filter", f"label={LABEL}", "--format", "{{.Name}}",
                       check=False).stdout.split()
-        procs = {n: services.proc_running(n) for n in ("webhook", "gateway", "registry")}
+        procs = {n: services.proc_running(n) for n in SERVICES}
         if state.get("started_dockerd"):
             procs["dockerd"] = services.proc_running("dockerd")
         imgs: list[str] = []
@@ -305,7 +384,7 @@ def cmd_down(args: argparse.Namespace) -> int:
             docker("volume", "rm", "-f", *vols, check=False)
         for net in nets:
             docker("network", "rm", net, check=False)
-        for name in ("webhook", "gateway", "registry"):
+        for name in SERVICES:
             if services.stop_process(name):
                 log(f"stopped {name}")
         for img in imgs:
@@ -354,6 +433,17 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--no-inventory", action="store_true",
                      help="leave the device out of .lab/inventory (molecule has its own inventory)")
     add.set_defaults(func=cmd_device_add)
+    link = sub.add_parser("link", help="shape or cut a site's (or one device's) link to the data centre")
+    link.add_argument("target", help="a site name or a device name")
+    link.add_argument("--rate", help="bandwidth per direction, e.g. 2mbit, 250kB")
+    link.add_argument("--delay", help="one-way delay, e.g. 80ms")
+    link.add_argument("--loss", help="share of chunks stalled as if lost, e.g. 2%%")
+    cut = link.add_mutually_exclusive_group()
+    cut.add_argument("--cut", action="store_true", help="close every connection and refuse new ones")
+    cut.add_argument("--restore", action="store_true", help="undo --cut (keeps rate/delay/loss)")
+    link.add_argument("--clear", action="store_true", help="remove all shaping first")
+    link.add_argument("--json", action="store_true", help="print the rule and the link's byte counters as JSON")
+    link.set_defaults(func=cmd_link)
     rm = dsub.add_parser("rm")
     rm.add_argument("name")
     rm.set_defaults(func=cmd_device_rm)

@@ -35,6 +35,8 @@ APT_HOST = "apt.edgeai.lab"
 APT_PORT = 8765
 WEBHOOK_HOST = "webhook.edgeai.lab"
 WEBHOOK_PORT = 8766
+ARTIFACTS_HOST = "artifacts.edgeai.lab"
+ARTIFACTS_PORT = 8767
 SSH_PORT_BASE = 22101
 
 # Every capability engine 20.10 knows minus SYS_RESOURCE (LAB.md: --privileged and

@@ -14,6 +14,7 @@ from edgeai_lab.apt import APT_DIR, KEYRING_NAME
 from edgeai_lab.core import (
     APT_HOST,
     APT_PORT,
+    ARTIFACTS_HOST,
     CAPABILITIES,
     CONTAINER_PREFIX,
     LABEL,
@@ -29,6 +30,8 @@ from edgeai_lab.core import (
 )
 
 DEVICE_ROOT = "/opt/edgeai-lab/root"
+# The data centre's services, as each device's /etc/hosts names them (its site's gateway).
+CENTRAL_HOSTS = (REGISTRY_HOST, APT_HOST, WEBHOOK_HOST, ARTIFACTS_HOST)
 ROOT_LINKS = ("etc", "var", "usr", "dev", "opt", "run")
 
 
@@ -155,6 +158,7 @@ def create_device(device: str, profile_name: str, site: str, port: int, image: s
         else:
             if not info["State"]["Running"]:
                 docker("start", container_name(device))
+            ensure_hosts(device, gateway)
             return
     net = network_name(site)
     vol = volume_name(device)
@@ -169,7 +173,7 @@ def create_device(device: str, profile_name: str, site: str, port: int, image: s
             "--stop-timeout", "20"]
     for cap in CAPABILITIES:
         args += ["--cap-add", cap]
-    for host in (REGISTRY_HOST, APT_HOST, WEBHOOK_HOST):
+    for host in CENTRAL_HOSTS:
         args += ["--add-host", f"{host}:{gateway}"]
     for node in profile.get("device_nodes", []):
         # STAND-IN: a real char node named like the accelerator's, backed by /dev/null
@@ -178,6 +182,18 @@ def create_device(device: str, profile_name: str, site: str, port: int, image: s
     keyring = (APT_DIR / KEYRING_NAME).read_bytes()
     docker("cp", "-", f"{container_name(device)}:/", input=overlay_tar(device, profile, ssh_pub, ca_crt, keyring, meta))
     docker("start", container_name(device))
+
+
+def ensure_hosts(device: str, gateway: str) -> None:
+    """Name every central host in a device made before that host existed (no recreation)."""
+    script = "; ".join(f"grep -q ' {h}$' /etc/hosts || echo '{gateway} {h}' >> /etc/hosts" for h in CENTRAL_HOSTS)
+    docker("exec", container_name(device), "sh", "-c", script, check=False)
+
+
+def device_address(device: str) -> str:
+    """The device's address on its site network."""
+    return docker("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                  container_name(device)).stdout.strip()
 
 
 def wait_ready(device: str, timeout: float = 120.0) -> None:

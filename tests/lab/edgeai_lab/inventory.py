@@ -9,7 +9,17 @@ from typing import Any
 
 import yaml
 
-from edgeai_lab.core import APT_HOST, APT_PORT, REGISTRY_HOST, REGISTRY_PORT, STATE_DIR, WEBHOOK_HOST, WEBHOOK_PORT
+from edgeai_lab.core import (
+    APT_HOST,
+    APT_PORT,
+    ARTIFACTS_HOST,
+    ARTIFACTS_PORT,
+    REGISTRY_HOST,
+    REGISTRY_PORT,
+    STATE_DIR,
+    WEBHOOK_HOST,
+    WEBHOOK_PORT,
+)
 
 INV_DIR = STATE_DIR / "inventory"
 DEVICES_FILE = INV_DIR / "devices.yml"
@@ -37,10 +47,20 @@ def lab_vars() -> dict[str, Any]:
         "edge_lab_apt_url": f"http://{APT_HOST}:{APT_PORT}/",
         "edge_lab_apt_key_url": f"http://{APT_HOST}:{APT_PORT}/edgeai-lab-archive-keyring.gpg",
         "edge_lab_webhook_url": f"https://{WEBHOOK_HOST}:{WEBHOOK_PORT}",
+        "edge_lab_artifacts_url": f"https://{ARTIFACTS_HOST}:{ARTIFACTS_PORT}",
+        "edge_lab_artifacts_credentials_file": str(STATE_DIR / "artifacts" / "credentials.yml"),
         # paths on the controller (the secrets stay in those 0600 files)
         "edge_lab_webhook_hmac_secret_file": str(STATE_DIR / "webhook" / "hmac_secret"),
         "edge_lab_webhook_token_file": str(STATE_DIR / "webhook" / "token"),
     }
+
+
+def device_vars(name: str, d: dict[str, Any]) -> dict[str, Any]:
+    """Per-device lab vars: its profile, its address on the site network, and the paths (on the
+    controller) of its TLS server certificate from the lab CA, for services it offers its site."""
+    pki = STATE_DIR / "pki"
+    return {"edge_lab_profile": d["profile"], "edge_lab_site_address": d.get("address", ""),
+            "edge_lab_tls_cert": str(pki / f"device-{name}.crt"), "edge_lab_tls_key": str(pki / f"device-{name}.key")}
 
 
 def write_inventories(devices: dict[str, dict[str, Any]], profiles: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -57,12 +77,13 @@ def write_inventories(devices: dict[str, dict[str, Any]], profiles: dict[str, di
         if d.get("labels"):
             entry["labels"] = d["labels"]
         entry["maintenance"] = False
-        entry["vars"] = {k: v for k, v in common.items() if k != "ansible_user"} | {"edge_lab_profile": d["profile"]}
+        own = device_vars(name, d)
+        entry["vars"] = {k: v for k, v in common.items() if k != "ansible_user"} | own
         reg_devices.append(entry)
         hosts[name] = {"ansible_host": "127.0.0.1", "ansible_port": d["port"], "edge_site": d["site"],
                        "edge_platform": prof["platform"], "edge_hardware": prof["hardware"],
                        "edge_ring": d.get("ring", "broad"), "edge_labels": d.get("labels") or {},
-                       "edge_maintenance": False, "edge_lab_profile": d["profile"]}
+                       "edge_maintenance": False} | device_vars(name, d)
         for g in (_group("site", d["site"]), _group("platform", prof["platform"]),
                   _group("hardware", prof["hardware"]), _group("ring", d.get("ring", "broad"))):
             groups.setdefault(g, {"hosts": {}})["hosts"][name] = None

@@ -20,6 +20,8 @@ from edgeai_lab import pki
 from edgeai_lab.apt import REPO_DIR
 from edgeai_lab.core import (
     APT_PORT,
+    ARTIFACTS_HOST,
+    ARTIFACTS_PORT,
     LAB_DIR,
     REGISTRY_HOST,
     REGISTRY_PORT,
@@ -44,6 +46,11 @@ CREDENTIALS = REGISTRY_DIR / "credentials.json"
 CREDENTIALS_VARS = REGISTRY_DIR / "credentials.yml"
 DOCKER_CONFIG = STATE_DIR / "docker"
 WEBHOOK_DIR = STATE_DIR / "webhook"
+ARTIFACTS_DIR = STATE_DIR / "artifacts"
+ARTIFACTS_CREDENTIALS = ARTIFACTS_DIR / "credentials.json"
+ARTIFACTS_CREDENTIALS_VARS = ARTIFACTS_DIR / "credentials.yml"
+LINKS_FILE = RUN / "links.json"
+STATS_FILE = RUN / "gateway-stats.json"
 REGISTRY_USER = "edgeai-lab"
 
 
@@ -125,7 +132,8 @@ def stop_process(name: str) -> bool:
 # ---- gateway ------------------------------------------------------------------------------
 
 def ensure_gateway(site_gws: list[str], relays: list[dict[str, Any]]) -> None:
-    cfg = {"apt_dir": str(REPO_DIR), "apt_port": APT_PORT, "apt_listen": ["127.0.0.1", *site_gws], "relays": relays}
+    cfg = {"apt_dir": str(REPO_DIR), "apt_port": APT_PORT, "apt_listen": ["127.0.0.1", *site_gws], "relays": relays,
+           "links_file": str(LINKS_FILE), "stats_file": str(STATS_FILE)}
     cfg_file = RUN / "gateway.json"
     RUN.mkdir(parents=True, exist_ok=True)
     cfg_file.write_text(json.dumps(cfg, indent=2))
@@ -211,6 +219,66 @@ def push_image(local: str, repo: str, tags: list[str], creds: dict[str, str]) ->
         log(f"pushing {repo}:{tag}")
         docker("push", "-q", ref, env=env, timeout=1800)
         docker("rmi", ref, check=False)
+
+
+# ---- artifact store -----------------------------------------------------------------------
+
+def artifacts_credentials() -> dict[str, str]:
+    if ARTIFACTS_CREDENTIALS.exists():
+        return json.loads(ARTIFACTS_CREDENTIALS.read_text())
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    creds = {"username": "edgeai-models", "password": pki.ensure_secret(ARTIFACTS_DIR / ".password")}
+    write_private(ARTIFACTS_CREDENTIALS, json.dumps(creds, indent=2) + "\n")
+    write_private(ARTIFACTS_CREDENTIALS_VARS, yaml.safe_dump({
+        "edge_lab_artifacts_username": creds["username"],
+        "edge_lab_artifacts_password": creds["password"]}, sort_keys=False))
+    return creds
+
+
+def ensure_artifacts() -> dict[str, Any]:
+    """The central artifact store (edgeai_lab.artifacts): files under .lab/artifacts/files."""
+    artifacts_credentials()
+    files = ARTIFACTS_DIR / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    crt, key = pki.ensure_server_cert("artifacts", [ARTIFACTS_HOST, "localhost"], ["127.0.0.1"])
+    argv = [str(VENV_PY if VENV_PY.exists() else "python3"), "-m", "edgeai_lab.artifacts",
+            "--root", str(files), "--port", str(ARTIFACTS_PORT), "--cert", str(crt), "--key", str(key),
+            "--credentials", str(ARTIFACTS_CREDENTIALS)]
+    start_process("artifacts", argv, env={"PYTHONPATH": str(LAB_DIR), "EDGEAI_LAB_CODE": sha256_text(
+        (LAB_DIR / "edgeai_lab" / "artifacts.py").read_bytes())[:16]})
+    if not wait_tcp("127.0.0.1", ARTIFACTS_PORT, 15):
+        raise LabError("the artifact store did not start; see .lab/logs/artifacts.log")
+    return {"url": f"https://{ARTIFACTS_HOST}:{ARTIFACTS_PORT}", "host_url": f"https://127.0.0.1:{ARTIFACTS_PORT}",
+            "root": str(files), "credentials_file": str(ARTIFACTS_CREDENTIALS),
+            "credentials_vars_file": str(ARTIFACTS_CREDENTIALS_VARS), "log": str(LOGS / "artifacts.log")}
+
+
+# ---- link shaping (read by the gateway process) -------------------------------------------
+
+def read_links() -> dict[str, dict[str, Any]]:
+    return json.loads(LINKS_FILE.read_text()) if LINKS_FILE.exists() else {}
+
+
+def write_links(rules: dict[str, dict[str, Any]]) -> None:
+    RUN.mkdir(parents=True, exist_ok=True)
+    tmp = LINKS_FILE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rules, indent=2, sort_keys=True))
+    tmp.replace(LINKS_FILE)
+
+
+def read_stats(newer_than: float = 0.0, timeout: float = 5.0) -> dict[str, Any]:
+    """The gateway's byte counters, written at least `newer_than` (epoch seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            stats = json.loads(STATS_FILE.read_text())
+            if stats["time"] >= newer_than:
+                return stats
+        except (OSError, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            raise LabError("the gateway wrote no fresh counters; see .lab/logs/gateway.log")
+        time.sleep(0.1)
 
 
 # ---- webhook receiver (owned by the events engineer; the lab only starts it) --------------
