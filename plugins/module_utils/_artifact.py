@@ -70,10 +70,14 @@ ARGUMENT_SPEC = dict(
     ca_path=dict(type="path"),
     timeout=dict(type="float", default=60.0),
     retries=dict(type="int", default=3),
+    rate_limit=dict(type="int", default=0),
+    require_staged=dict(type="bool", default=False),
+    url_username=dict(type="str"),
+    url_password=dict(type="str", no_log=True),
 )
-MUTUALLY_EXCLUSIVE = [("url", "src", "image")]
+MUTUALLY_EXCLUSIVE = [("url", "src", "image"), ("url_token", "url_username")]
 REQUIRED_ONE_OF = [("url", "src", "image")]
-REQUIRED_TOGETHER = [("registry_username", "registry_password")]
+REQUIRED_TOGETHER = [("registry_username", "registry_password"), ("url_username", "url_password")]
 REQUIRED_BY = {"url": ("sha256",)}
 
 
@@ -102,13 +106,34 @@ def ensure_space(path, needed, margin, what="the artifact", statvfs_free=free_by
 
 
 # -- https download with resume --------------------------------------------------------
+class Throttle:
+    """Keeps a download at or under ``rate`` bytes per second (0: no limit), so a device
+    leaves the rest of a thin site link to the others and to its live traffic."""
+
+    def __init__(self, rate=0, clock=time.monotonic, sleep=time.sleep):
+        self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        self._start = clock()
+        self._taken = 0
+
+    def take(self, nbytes):
+        if self.rate <= 0:
+            return
+        self._taken += nbytes
+        ahead = self._taken / self.rate - (self._clock() - self._start)
+        if ahead > 0:
+            self._sleep(ahead)
+
+
 class Downloader:
     """Downloads into ``<part>`` and resumes with an HTTP Range request when the part
     file already holds bytes (from an earlier attempt or an earlier run)."""
 
     def __init__(self, headers=None, validate_certs=True, ca_path=None, timeout=60.0,
-                 retries=3, backoff=1.0, opener=open_url, sleep=time.sleep):
+                 retries=3, backoff=1.0, opener=open_url, sleep=time.sleep, rate_limit=0):
         self.headers = dict(headers or {})
+        self.rate_limit = rate_limit
         self.validate_certs = validate_certs
         self.ca_path = ca_path
         self.timeout = timeout
@@ -173,6 +198,7 @@ class Downloader:
                 space_check(length)
             written = 0
             complete = False
+            throttle = Throttle(self.rate_limit, sleep=self._sleep)
             with open(part, mode) as out:
                 while True:
                     try:
@@ -186,6 +212,7 @@ class Downloader:
                         break
                     out.write(block)
                     written += len(block)
+                    throttle.take(len(block))
             transferred += written
             resp.close()
             if not complete:
@@ -253,8 +280,9 @@ class RegistryClient:
     auth or bearer tokens (fetched from the realm the registry names)."""
 
     def __init__(self, registry, username=None, password=None, validate_certs=True,
-                 ca_path=None, timeout=60.0, scheme="https", opener=open_url):
+                 ca_path=None, timeout=60.0, scheme="https", opener=open_url, rate_limit=0):
         self.base = f"{scheme}://{registry}"
+        self.rate_limit = rate_limit
         self.username = username
         self.password = password
         self.validate_certs = validate_certs
@@ -361,6 +389,7 @@ class RegistryClient:
         if space_check is not None and length and length.isdigit():
             space_check(int(length))
         hasher = hashlib.sha256()
+        throttle = Throttle(self.rate_limit)
         with open(path, "wb") as out:
             while True:
                 block = resp.read(CHUNK)
@@ -368,6 +397,7 @@ class RegistryClient:
                     break
                 hasher.update(block)
                 out.write(block)
+                throttle.take(len(block))
         if hasher.hexdigest() != expected:
             os.unlink(path)
             raise ArtifactError(f"blob {digest} of {repository} failed verification (got sha256:{hasher.hexdigest()})")
@@ -479,7 +509,8 @@ class ModelArtifact:
         registry, repository, reference = parse_image_ref(p["image"])
         self._registry = RegistryClient(registry, p.get("registry_username"), p.get("registry_password"),
                                         p["validate_certs"], p.get("ca_path"), p["timeout"],
-                                        scheme=self._registry_scheme, opener=self._open)
+                                        scheme=self._registry_scheme, opener=self._open,
+                                        rate_limit=p["rate_limit"])
         self._repository = repository
         digest, manifest = self._registry.image_manifest(repository, reference)
         self._image_manifest = manifest
@@ -495,8 +526,11 @@ class ModelArtifact:
             headers = dict(p.get("headers") or {})
             if p.get("url_token"):
                 headers["Authorization"] = "Bearer {}".format(p["url_token"])
+            elif p.get("url_username"):
+                raw = "{}:{}".format(p["url_username"], p["url_password"]).encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
             loader = Downloader(headers, p["validate_certs"], p.get("ca_path"), p["timeout"], p["retries"],
-                                opener=self._open)
+                                opener=self._open, rate_limit=p["rate_limit"])
             info = loader.fetch(p["url"], part, p["sha256"], self._space("the download"))
             self._cleanup.append(part)
             return part, p["format"], info["bytes"], info["resumed"]
@@ -572,6 +606,11 @@ class ModelArtifact:
                 self.result["changed"] = self._prune()
                 return self.result
         self.result["source"] = kind
+        if p["require_staged"]:
+            raise ArtifactError(
+                "{} version {} is not staged on this device from {} {} (require_staged: the switch moves no "
+                "bytes); stage it first".format(p["name"], p["version"], kind, source_id),
+                staged=False)
         if self.check_mode:
             self.result["changed"] = True
             self.result["sha256"] = source_id.split(":", 1)[1] if source_id.startswith("sha256:") else None

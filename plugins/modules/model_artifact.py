@@ -125,6 +125,31 @@ options:
     description: Attempts after a failed or interrupted download before giving up.
     type: int
     default: 3
+  rate_limit:
+    description:
+      - Most bytes per second this download may take, for O(url) and for the layers of O(image);
+        V(0) means no limit.
+      - Leaves the rest of a thin site link to the other devices and to live traffic. For one
+        limit shared by a whole site, put it on the site cache's upstream instead.
+    type: int
+    default: 0
+    version_added: 0.1.0
+  require_staged:
+    description:
+      - Fail, fetching nothing, unless this version from this source is already staged and
+        intact. The activate phase of a two-phase rollout sets it, so the switch never waits
+        on a download.
+    type: bool
+    default: false
+    version_added: 0.1.0
+  url_username:
+    description: User name for HTTP basic auth to O(url); mutually exclusive with O(url_token).
+    type: str
+    version_added: 0.1.0
+  url_password:
+    description: Password for O(url_username) (not logged).
+    type: str
+    version_added: 0.1.0
 attributes:
   check_mode:
     support: full

@@ -276,7 +276,8 @@ def link_key(state: dict[str, Any], target: str) -> tuple[str, str]:
 
 def cmd_link(args: argparse.Namespace) -> int:
     since = time.time()
-    with state_lock():
+    # not the lab's state lock: a link must be cut while `lab up` or `device add` runs
+    with services.links_lock():
         state = load_state()
         table, key = link_key(state, args.target)
         rules = services.read_links()
@@ -325,6 +326,7 @@ def collect_status() -> dict[str, Any]:
             "up": bool(devs) and all(v["state"] == "running" for v in devs.values()) and bool(procs["registry"]),
             "devices": devs, "ssh_key": infra.get("ssh_key"), "ca_cert": infra.get("ca_cert"),
             "registry": infra.get("registry"), "apt": infra.get("apt"), "webhook": infra.get("webhook"),
+            "artifacts": infra.get("artifacts"),
             "images": infra.get("images", {}), "skipped_images": infra.get("skipped_images", {}),
             "device_image": infra.get("device_image"), "inventory": inventory.paths(), "processes": procs}
 

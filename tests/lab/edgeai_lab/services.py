@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -11,6 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +257,17 @@ def ensure_artifacts() -> dict[str, Any]:
 
 
 # ---- link shaping (read by the gateway process) -------------------------------------------
+
+@contextlib.contextmanager
+def links_lock() -> Iterator[None]:
+    RUN.mkdir(parents=True, exist_ok=True)
+    with open(RUN / "links.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
 
 def read_links() -> dict[str, dict[str, Any]]:
     return json.loads(LINKS_FILE.read_text()) if LINKS_FILE.exists() else {}

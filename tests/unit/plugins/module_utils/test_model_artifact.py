@@ -23,6 +23,7 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._artifact import (
     ARGUMENT_SPEC,
     Downloader,
     ModelArtifact,
+    Throttle,
     parse_image_ref,
 )
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError, UnsafeArchiveError
@@ -257,6 +258,54 @@ def test_https_with_private_ca_and_token(tmp_path, https_server):
     assert https_server.log[-1][2] == "Bearer t0ken"
 
 
+def test_basic_auth_for_an_artifact_store(tmp_path, https_server):
+    https_server.files["/scale-1.tgz"] = V1
+    p = params(tmp_path, url=https_server.url + "/scale-1.tgz", sha256=sha(V1), ca_path=https_server.ca_path,
+               url_username="models", url_password="s3cret")
+    assert ModelArtifact(dict(p), statvfs_free=plenty).run()["changed"] is True
+    assert https_server.log[-1][2] == "Basic " + base64.b64encode(b"models:s3cret").decode()
+
+
+class FakeClock:
+    """A clock that only moves when the throttle sleeps: what it asks for is what it waited."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_throttle_holds_the_average_rate():
+    clock = FakeClock()
+    throttle = Throttle(1000, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        throttle.take(500)
+    assert clock.now == pytest.approx(5.0)  # 5000 bytes at 1000 B/s
+
+
+def test_throttle_without_a_limit_never_waits():
+    clock = FakeClock()
+    throttle = Throttle(0, clock=clock, sleep=clock.sleep)
+    throttle.take(10 ** 9)
+    assert clock.now == 0.0
+
+
+def test_rate_limited_download_waits_in_proportion_to_the_bytes(tmp_path, http_server):
+    payload = os.urandom(200_000)
+    http_server.files["/m.bin"] = payload
+    waited = []
+    loader = Downloader(backoff=0, sleep=waited.append, rate_limit=50_000)
+    info = loader.fetch(http_server.url + "/m.bin", str(tmp_path / "m.part"), sha(payload))
+    assert info["bytes"] == len(payload)
+    # 200 kB at 50 kB/s: by the last block the throttle holds the download back to about 4 s
+    # (the sleeps here return at once, so the last wait is the whole remaining lead)
+    assert 3.0 < max(waited) <= 4.0
+
+
 # -- archives and staging -------------------------------------------------------------
 def test_path_traversal_archive_is_refused_and_nothing_staged(tmp_path):
     evil = tmp_path / "evil.tgz"
@@ -427,3 +476,18 @@ def test_protected_versions_survive_pruning_whatever_their_numbers(tmp_path):
                                       protect_versions=[9]), statvfs_free=plenty).run()
     assert 9 in result["kept_versions"] and 4 in result["kept_versions"]
     assert sorted(os.listdir(tmp_path / "artifacts" / "scale")) == ["4", "9"]
+
+
+def test_require_staged_uses_what_is_staged_and_fetches_nothing(tmp_path, http_server):
+    http_server.files["/scale-1.tgz"] = V1
+    p = params(tmp_path, url=http_server.url + "/scale-1.tgz", sha256=sha(V1))
+    with pytest.raises(ArtifactError, match="scale version 1 is not staged on this device.*stage it first"):
+        ModelArtifact(dict(p, require_staged=True), statvfs_free=plenty).run()
+    assert http_server.log == []  # the refusal fetched nothing
+    ModelArtifact(dict(p), statvfs_free=plenty).run()  # the stage phase
+    fetched = len(http_server.log)
+    # the activate phase may name another URL (a site cache) for the same bytes
+    moved = dict(p, url="https://cache.invalid/scale-1.tgz", require_staged=True)
+    result = ModelArtifact(moved, statvfs_free=plenty).run()
+    assert result["changed"] is False
+    assert len(http_server.log) == fetched

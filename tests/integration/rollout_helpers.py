@@ -1,0 +1,124 @@
+"""Helpers for tests that run the rollout playbooks on the lab: run a playbook, write a demo
+release, read the run report, read what a device serves, read the events that reached the
+event API.
+
+The demo model multiplies its input by its version number, so what a device serves is read
+off a real inference on the device: version N maps [1, 2, 3, 4] to [N, 2N, 3N, 4N].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+from conftest import devices_by
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+INPUT = [1.0, 2.0, 3.0, 4.0]
+
+
+def playbook_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "PATH": f"{BIN}:{env['PATH']}"})
+    return env
+
+
+def run_playbook(lab: dict[str, Any], playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", lab["inventory"]["plugin"], f"playbooks/{playbook}", *args],
+        cwd=REPO, env=playbook_env(), capture_output=True, text=True, timeout=1200, check=False,
+    )
+
+
+def demo_release(version: int, failing_groups: tuple[str, ...] = (), *, https: bool = False) -> Path:
+    """Release file of demo version `version`; https: artifacts from the lab's artifact store."""
+    out = subprocess.run([str(BIN / "python"), "scripts/demo-release", "--failing", *(["--https"] if https else []),
+                          str(version)],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
+    release_file = Path(out[0])
+    if not failing_groups:
+        return release_file
+    failing_path, failing_sha = out[1].split()
+    release = yaml.safe_load(release_file.read_text())
+    for group in failing_groups:
+        release["edgeai_release"]["artifacts"][group] = {"src": failing_path, "sha256": failing_sha}
+    planted = release_file.with_name(f"release-{version}-failing.yml")
+    planted.write_text(yaml.safe_dump(release))
+    return planted
+
+
+def read_report(tmp_path: Path) -> dict[str, Any]:
+    reports = sorted(tmp_path.glob("*.json"))
+    assert len(reports) == 1, reports
+    return json.loads(reports[0].read_text())
+
+
+def served_version(lab_ssh, device: str, platform: str) -> float:
+    """The factor the device's server multiplies by: its served version of the demo model."""
+    if platform == "jetson":
+        body = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [4], "data": INPUT}]}
+    else:
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": INPUT}]}
+    result = lab_ssh(device, "curl -sf -H 'Content-Type: application/json' --data-binary @- "
+                     "http://127.0.0.1:8000/v2/models/detector/infer", input=json.dumps(body))
+    data = json.loads(result.stdout)["outputs"][0]["data"]
+    factors = {round(y / x, 3) for x, y in zip(INPUT, data, strict=True)}
+    assert len(factors) == 1, data
+    return factors.pop()
+
+
+def receiver_events_all(lab: dict[str, Any], event_type: str) -> list[dict[str, Any]]:
+    """Events of one type that reached the lab's event API, in the order they arrived."""
+    context = ssl.create_default_context(cafile=lab["ca_cert"])
+    context.check_hostname = False  # the receiver's certificate names webhook.edgeai.lab; we reach it on 127.0.0.1
+    url = f"{lab['webhook']['host_url']}/_control/events?type={event_type}"
+    with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+        payload = json.load(answer)
+    return [record["event"] for record in payload["events"]]
+
+
+def receiver_events(lab: dict[str, Any], event_type: str, run_id: str) -> list[dict[str, Any]]:
+    """Events of one type and one rollout run that reached the lab's event API."""
+    return [e for e in receiver_events_all(lab, event_type) if e.get("data", {}).get("run_id") == run_id]
+
+
+def wait_until_serving(lab_ssh, device: str, timeout: float = 180) -> None:
+    """Wait for a restarted device: SSH, its engine and its inference server."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            probe = lab_ssh(device, "curl -sf http://127.0.0.1:8000/v2/health/ready", check=False, timeout=20)
+            if probe.returncode == 0:
+                return
+        except subprocess.TimeoutExpired:
+            pass
+        assert time.monotonic() < deadline, f"{device} does not serve {timeout}s after its restart"
+        time.sleep(3)
+
+
+def bootstrap_default_fleet(lab: dict[str, Any]) -> dict[str, str]:
+    """The lab's default fleet, bootstrapped (bootstrap.yml): device name -> platform."""
+    devices = {name: "jetson" for name in devices_by(lab, platform="jetson")}
+    devices.update({name: "coral" for name in devices_by(lab, platform="coral")})
+    assert {lab["devices"][d]["site"] for d in devices} >= {"site-a", "site-b"}, devices
+    result = run_playbook(lab, "bootstrap.yml", "-e", f"edgeai_targets={':'.join(sorted(devices))}")
+    assert result.returncode == 0, result.stdout[-4000:]
+    return devices
+
+
+def deploy(lab: dict[str, Any], devices: dict[str, str] | list[str], release: Path, report_dir: Path,
+           *extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """deploy_model.yml on `devices` with a 3 s canary soak; returns the run and its report."""
+    result = run_playbook(lab, "deploy_model.yml", "-e", f"@{release}", "-e",
+                          f"edgeai_targets={':'.join(sorted(devices))}", "-e", f"edgeai_report_dir={report_dir}",
+                          "-e", "edgeai_canary_soak_seconds=3", *extra)
+    return result, read_report(report_dir)
