@@ -95,7 +95,12 @@ $(BENCH_VENV)/.installed: benchmarks/litert/requirements-mlserver.txt
 	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -r $<
 	touch $@
 
-bench: host venv $(BENCH_VENV)/.installed
+# What the benchmarks themselves need (matplotlib for their plots) goes into the project venv.
+$(VENV)/.bench-installed: benchmarks/requirements.txt $(VENV)/.installed
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r $<
+	touch $@
+
+bench: host venv $(BENCH_VENV)/.installed $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/run.py
 
 build: venv

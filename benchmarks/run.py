@@ -1,22 +1,40 @@
-"""Run every benchmark under benchmarks/<name>/bench.py and write docs/benchmarks.md.
+"""Run the benchmarks under benchmarks/<name>/bench.py and write docs/benchmarks.md.
 
 Each bench.py prints a Markdown section (a heading, what it compares, a table with ratios)
 on stdout. Benchmarks are not tests: they run only through `make bench`, never in CI. This
 machine is shared and noisy, so every benchmark compares side by side within one run.
 
-Usage: python benchmarks/run.py [name ...]
+Usage: python benchmarks/run.py [--out FILE] [name ...]
+
+Without names every benchmark runs. With names only those run, and the sections of the
+others already in docs/benchmarks.md stay as they are, so one benchmark can be refreshed at a
+time. Each section says when and on which machine it ran and how to reproduce it; it is found
+again by the `<!-- bench: NAME -->` line in front of it (sections written before that line
+existed are recognised by their "Reproduce" command). Sections of benchmarks that no longer
+exist are dropped. A benchmark that fails keeps its previous section, marked as not refreshed.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "benchmarks.md"
+MARKER = re.compile(r"^<!-- bench: ([\w.-]+) -->$")
+HEADER = (
+    "# Benchmarks\n\n"
+    "Written by `make bench` (every benchmark) or `python benchmarks/run.py NAME ...` (those only; the other "
+    "sections stay as they were). Each section says when and on which machine it ran and the command that "
+    "reproduces it.\n\n"
+    "Comparisons run side by side in one run and are reported as ratios: the machine is shared and noisy.\n"
+)
 
 
 def machine() -> str:
@@ -30,37 +48,76 @@ def machine() -> str:
         pass
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
-        f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, {platform.platform()}, "
-        f"Python {platform.python_version()}"
+        f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, {platform.platform()}, Python {platform.python_version()}"
     )
 
 
+def read_sections(text: str, names: set[str]) -> dict[str, str]:
+    """The sections of an existing docs/benchmarks.md, keyed by benchmark name."""
+    # The header of files written before sections carried their machine: "Machine: ...".
+    old_machine = next((m.group(1) for m in re.finditer(r"^Machine: (.*?)\.?$", text, re.M)), None)
+    # Sections start at their marker; in files from before the markers, at their "## " heading.
+    marked = any(MARKER.match(line) for line in text.splitlines())
+    chunks: list[list[str]] = []
+    for line in text.splitlines():
+        if MARKER.match(line) if marked else line.startswith("## "):
+            chunks.append([])
+        if chunks:
+            chunks[-1].append(line)
+    sections = {}
+    for lines in chunks:
+        chunk = "\n".join(lines).strip() + "\n"
+        marker = MARKER.match(lines[0])
+        if marker:
+            name = marker.group(1)
+            chunk = "\n".join(lines[1:]).strip() + "\n"
+        elif found := re.search(r"Reproduce: `[^`]*benchmarks/([\w.-]+)/bench\.py", chunk):
+            name = found.group(1)
+        else:
+            name = lines[0][3:].strip()  # a FAILED section: "## <name>"
+        if name not in names:
+            continue
+        if old_machine and "machine:" not in chunk:
+            chunk = re.sub(r"\(run ([^)]*)\)\.", lambda m: f"(run {m.group(1)}; machine: {old_machine}).", chunk)
+        sections[name] = chunk
+    return sections
+
+
 def main(argv: list[str]) -> int:
-    benches = sorted(p for p in (ROOT / "benchmarks").glob("*/bench.py") if not argv or p.parent.name in argv)
-    if not benches:
-        print("no benchmark found", file=sys.stderr)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("names", nargs="*", help="benchmarks to run (default: every one)")
+    ap.add_argument("--out", type=Path, default=OUT, help="the Markdown file to update (default: %(default)s)")
+    args = ap.parse_args(argv)
+    every = {p.parent.name: p for p in (ROOT / "benchmarks").glob("*/bench.py")}
+    unknown = sorted(set(args.names) - set(every))
+    if unknown:
+        print(f"no benchmark named {', '.join(unknown)} (there are: {', '.join(sorted(every))})", file=sys.stderr)
         return 1
+    chosen = sorted(args.names or every)
+    out = args.out.resolve()
+    sections = read_sections(out.read_text(), set(every)) if out.exists() else {}
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    sections = []
+    where = machine()
     failed = []
-    for bench in benches:
-        rel = bench.relative_to(ROOT)
+    for name in chosen:
+        rel = every[name].relative_to(ROOT)
         print(f"== {rel}", flush=True)
         proc = subprocess.run([sys.executable, str(rel)], cwd=ROOT, capture_output=True, text=True, check=False)
         sys.stderr.write(proc.stderr)
         if proc.returncode != 0:
             failed.append(str(rel))
-            sections.append(f"## {bench.parent.name}\n\nFAILED (exit {proc.returncode}); see the command's output.\n")
+            note = f"The run of {now} FAILED (exit {proc.returncode}); see that command's output."
+            if name in sections:
+                previous = re.sub(r"\AThe run of [^\n]* FAILED [^\n]*\n\n", "", sections[name])
+                sections[name] = f"{note} The section below is from the run before.\n\n{previous}"
+            else:
+                sections[name] = f"## {name}\n\n{note}\n"
             continue
-        sections.append(proc.stdout.strip() + f"\n\nReproduce: `.venv/bin/python {rel}` (run {now}).\n")
-    out = ROOT / "docs" / "benchmarks.md"
-    out.write_text(
-        "# Benchmarks\n\n"
-        f"Written by `make bench` on {now}.\n\nMachine: {machine()}.\n\n"
-        "Comparisons run side by side in one run and are reported as ratios: the machine is shared and noisy.\n\n"
-        + "\n".join(sections)
-    )
-    print(f"wrote {out.relative_to(ROOT)}")
+        sections[name] = (
+            proc.stdout.strip() + f"\n\nReproduce: `.venv/bin/python {rel}` (run {now}; machine: {where}).\n"
+        )
+    out.write_text(HEADER + "".join(f"\n<!-- bench: {n} -->\n{sections[n]}" for n in sorted(sections)))
+    print(f"wrote {out} (ran: {', '.join(chosen)}; kept: {', '.join(sorted(set(sections) - set(chosen))) or 'none'})")
     return 1 if failed else 0
 
 
