@@ -129,8 +129,9 @@ options:
     description:
       - Most bytes per second this download may take, for O(url) and for the layers of O(image);
         V(0) means no limit.
-      - Leaves the rest of a thin site link to the other devices and to live traffic. For one
-        limit shared by a whole site, put it on the site cache's upstream instead.
+      - Leaves the rest of a thin site link to the other devices and to live traffic. The limit
+        is per download, not shared by a site's devices; with a site cache, one device's
+        download is the site's only transfer from the centre.
     type: int
     default: 0
     version_added: 0.1.0

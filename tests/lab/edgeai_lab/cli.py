@@ -163,6 +163,7 @@ def _bring_up(state: dict[str, Any], wanted: list[dict[str, Any]]) -> None:
         # a TLS server certificate per device, for services a device offers its site (a site cache)
         address = devices.device_address(d["id"])
         state["devices"][d["id"]]["address"] = address
+        state["devices"][d["id"]]["site_gateway"] = infra["site_gateways"][d["site"]]
         pki.ensure_server_cert(f"device-{d['id']}", [d["id"], f"{d['id']}.edgeai.lab"], [address] if address else [])
         devices.apply_packages(d["id"], d["profile"])
         if not wait_tcp("127.0.0.1", state["devices"][d["id"]]["port"], 30):

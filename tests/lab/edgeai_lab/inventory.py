@@ -60,6 +60,7 @@ def device_vars(name: str, d: dict[str, Any]) -> dict[str, Any]:
     controller) of its TLS server certificate from the lab CA, for services it offers its site."""
     pki = STATE_DIR / "pki"
     return {"edge_lab_profile": d["profile"], "edge_lab_site_address": d.get("address", ""),
+            "edge_lab_site_gateway": d.get("site_gateway", ""),
             "edge_lab_tls_cert": str(pki / f"device-{name}.crt"), "edge_lab_tls_key": str(pki / f"device-{name}.key")}
 
 

@@ -282,7 +282,7 @@ class FakeClock:
 def test_throttle_holds_the_average_rate():
     clock = FakeClock()
     throttle = Throttle(1000, clock=clock, sleep=clock.sleep)
-    for _ in range(10):
+    for _chunk in range(10):
         throttle.take(500)
     assert clock.now == pytest.approx(5.0)  # 5000 bytes at 1000 B/s
 
