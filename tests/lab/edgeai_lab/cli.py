@@ -85,6 +85,7 @@ def ensure_infra(state: dict[str, Any], *, push_images: bool, sites: set[str]) -
     t0 = time.monotonic()
     if images.ensure_dockerd():
         state["started_dockerd"] = True
+    devices.ensure_inotify()
     images.ensure_base_image()
     device_image = images.ensure_device_image()
     ssh_key = pki.ensure_ssh_key()

@@ -6,6 +6,7 @@ import io
 import json
 import tarfile
 import time
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -182,6 +183,26 @@ def create_device(device: str, profile_name: str, site: str, port: int, image: s
     keyring = (APT_DIR / KEYRING_NAME).read_bytes()
     docker("cp", "-", f"{container_name(device)}:/", input=overlay_tar(device, profile, ssh_pub, ca_crt, keyring, meta))
     docker("start", container_name(device))
+
+
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+def ensure_inotify(wanted: int = 1024) -> None:
+    """systemd in every device holds about 7 of root's inotify instances: at the kernel's default
+    of 128 the 19th device never boots. Raise the limit (never lower it), or say why devices hang."""
+    try:
+        current = int(INOTIFY_INSTANCES.read_text())
+    except (OSError, ValueError):
+        return
+    if current >= wanted:
+        return
+    try:
+        INOTIFY_INSTANCES.write_text(f"{wanted}\n")
+        log(f"fs.inotify.max_user_instances {current} -> {wanted} (each device's systemd needs ~7)")
+    except OSError as exc:
+        log(f"WARNING: fs.inotify.max_user_instances is {current} and cannot be raised ({exc}): "
+            f"devices past about {current // 7} will not boot")
 
 
 def ensure_hosts(device: str, gateway: str) -> None:
