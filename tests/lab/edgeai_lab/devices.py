@@ -153,13 +153,18 @@ def create_device(device: str, profile_name: str, site: str, port: int, image: s
     profile = load_profile(profile_name)
     info = container_info(device)
     if info is not None:
+        # Docker rewrites /etc/hosts from --add-host at every start: a device made before a
+        # central host existed must be made again to know it for good.
+        hosts = {entry.split(":")[0] for entry in info["HostConfig"].get("ExtraHosts") or []}
         if info["Config"]["Image"] != image or info["Config"]["Labels"].get("edgeai.lab.profile") != profile_name:
             log(f"{device}: image or profile changed, recreating")
+            remove_device(device)
+        elif not hosts >= set(CENTRAL_HOSTS):
+            log(f"{device}: made before {', '.join(sorted(set(CENTRAL_HOSTS) - hosts))} existed, recreating")
             remove_device(device)
         else:
             if not info["State"]["Running"]:
                 docker("start", container_name(device))
-            ensure_hosts(device, gateway)
             return
     net = network_name(site)
     vol = volume_name(device)
@@ -203,12 +208,6 @@ def ensure_inotify(wanted: int = 1024) -> None:
     except OSError as exc:
         log(f"WARNING: fs.inotify.max_user_instances is {current} and cannot be raised ({exc}): "
             f"devices past about {current // 7} will not boot")
-
-
-def ensure_hosts(device: str, gateway: str) -> None:
-    """Name every central host in a device made before that host existed (no recreation)."""
-    script = "; ".join(f"grep -q ' {h}$' /etc/hosts || echo '{gateway} {h}' >> /etc/hosts" for h in CENTRAL_HOSTS)
-    docker("exec", container_name(device), "sh", "-c", script, check=False)
 
 
 def device_address(device: str) -> str:
