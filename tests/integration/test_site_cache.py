@@ -380,8 +380,8 @@ def test_a_device_falls_back_to_the_centre_when_the_cache_is_down(site, registry
         assert [r["http.response.written"] for r in served] == [layer[1]]  # straight from the centre
 
         out, _recap = _ansible(site["workdir"], "stage.yml", "-e", f"url={lab['artifacts']['url']}/{name}",
-                          "-e", f"sha256={hashlib.sha256(payload).hexdigest()}", "-e", "version=2",
-                          "-e", f"targets={device}")
+                               "-e", f"sha256={hashlib.sha256(payload).hexdigest()}", "-e", "version=2",
+                               "-e", f"targets={device}")
         source = _sources(site["workdir"], "stage")[device]
         assert source["warning"] and source["artifact_url"] == lab["artifacts"]["url"] + "/"
         served = _served_artifact(lab, offsets[1], site["source"], name)
