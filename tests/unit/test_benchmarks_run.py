@@ -1,0 +1,67 @@
+"""benchmarks/run.py: refreshing some sections of docs/benchmarks.md keeps the others."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_SPEC = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+run = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(run)
+
+MARKED = """# Benchmarks
+
+<!-- bench: inventory -->
+## Inventory
+
+| a | b |
+
+Reproduce: `.venv/bin/python benchmarks/inventory/bench.py` (run 2026-11-27 15:00 UTC; machine: M1).
+
+<!-- bench: relay -->
+## Event relay
+
+Reproduce: `.venv/bin/python benchmarks/relay/bench.py` (run 2026-11-27 10:42 UTC; machine: M2).
+"""
+
+UNMARKED = """# Benchmarks
+
+Machine: 2 cores, 24 GiB.
+
+## Event relay: throughput
+
+Reproduce: `.venv/bin/python benchmarks/relay/bench.py` (run 2026-11-27 10:42 UTC).
+"""
+
+
+def test_sections_are_read_by_their_marker():
+    sections = run.read_sections(MARKED, {"inventory", "relay"})
+    assert set(sections) == {"inventory", "relay"}
+    assert sections["inventory"].startswith("## Inventory")
+    assert "machine: M1" in sections["inventory"]
+    assert "## Event relay" not in sections["inventory"]
+
+
+def test_unknown_sections_are_dropped():
+    assert set(run.read_sections(MARKED, {"relay"})) == {"relay"}
+
+
+def test_a_file_from_before_the_markers_keeps_its_sections_and_their_machine():
+    sections = run.read_sections(UNMARKED, {"relay"})
+    assert set(sections) == {"relay"}
+    # the old header's machine moves into the section, which now says where it ran
+    assert "(run 2026-11-27 10:42 UTC; machine: 2 cores, 24 GiB)." in sections["relay"]
+
+
+def test_an_unknown_benchmark_name_is_refused(capsys):
+    assert run.main(["no-such-bench"]) == 1
+    assert "no benchmark named no-such-bench" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["inventory", "litert", "model_update", "relay", "site_bandwidth"])
+def test_every_section_of_the_committed_file_is_recognised(name):
+    sections = run.read_sections((ROOT / "docs" / "benchmarks.md").read_text(), {name})
+    assert set(sections) == {name}
