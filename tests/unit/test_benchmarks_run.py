@@ -61,7 +61,7 @@ def test_an_unknown_benchmark_name_is_refused(capsys):
     assert "no benchmark named no-such-bench" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["inventory", "litert", "model_update", "relay", "site_bandwidth"])
+@pytest.mark.parametrize("name", ["inventory", "litert", "model_update", "relay", "rollout", "site_bandwidth"])
 def test_every_section_of_the_committed_file_is_recognised(name):
     sections = run.read_sections((ROOT / "docs" / "benchmarks.md").read_text(), {name})
     assert set(sections) == {name}
