@@ -141,15 +141,20 @@ STATE_FILE = STATE_DIR / "state.json"
 
 
 @contextlib.contextmanager
-def state_lock() -> Iterator[None]:
-    """Serialise lab commands (molecule may add devices while a test runs `lab up`)."""
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(STATE_DIR / ".lock", "w") as fh:
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created when missing) for the `with` block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def state_lock() -> contextlib.AbstractContextManager[None]:
+    """Serialise lab commands (molecule may add devices while a test runs `lab up`)."""
+    return file_lock(STATE_DIR / ".lock")
 
 
 def load_state() -> dict[str, Any]:

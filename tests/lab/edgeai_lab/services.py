@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -13,7 +12,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from edgeai_lab.core import (
     WEBHOOK_PORT,
     LabError,
     docker,
+    file_lock,
     hash_tree,
     log,
     run,
@@ -258,15 +257,9 @@ def ensure_artifacts() -> dict[str, Any]:
 
 # ---- link shaping (read by the gateway process) -------------------------------------------
 
-@contextlib.contextmanager
-def links_lock() -> Iterator[None]:
-    RUN.mkdir(parents=True, exist_ok=True)
-    with open(RUN / "links.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def links_lock() -> contextlib.AbstractContextManager[None]:
+    """Serialise `lab link` calls; not the lab's state lock, which `lab up` holds for minutes."""
+    return file_lock(RUN / "links.lock")
 
 
 def read_links() -> dict[str, dict[str, Any]]:
