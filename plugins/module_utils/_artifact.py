@@ -34,9 +34,12 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._archive import (
     unpacked_size,
 )
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError, EdgeAIError
+from ansible_collections.edgeai.fleet.plugins.module_utils._events import EVENTS_ARGS, EventPoster
 
 MANIFEST = ".edgeai-artifact.json"
 CONFIG = "config.pbtxt"
+# A smoke test made by the release builder: inputs and expected outputs, next to config.pbtxt.
+SMOKE = "smoke_test.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
          "armv7l": "arm", "armv6l": "arm"}
@@ -74,6 +77,7 @@ ARGUMENT_SPEC = dict(
     require_staged=dict(type="bool", default=False),
     url_username=dict(type="str"),
     url_password=dict(type="str", no_log=True),
+    events=EVENTS_ARGS,
 )
 MUTUALLY_EXCLUSIVE = [("url", "src", "image"), ("url_token", "url_username")]
 REQUIRED_ONE_OF = [("url", "src", "image")]
@@ -720,10 +724,18 @@ def run_module(module_cls):
     module = module_cls(argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE,
                         required_one_of=REQUIRED_ONE_OF, required_together=REQUIRED_TOGETHER,
                         required_by=REQUIRED_BY, supports_check_mode=True)
+    # Within a rollout (events set), a staging failure is the deployment's failure: say so.
+    events = EventPoster(module.params.get("events"), module.params["name"], module.params["version"])
     try:
         result = ModelArtifact(module.params, check_mode=module.check_mode).run()
     except EdgeAIError as exc:
-        module.fail_json(msg=exc.msg, **exc.details)
+        if not module.check_mode:
+            events.post("deploy_failed", previous_version=(module.params["protect_versions"] or [None])[0],
+                        reason=f"staging failed: {exc.msg}")
+        module.fail_json(msg=exc.msg, events_undelivered=events.undelivered, **exc.details)
     except OSError as exc:
-        module.fail_json(msg=f"model_artifact failed: {exc}")
+        if not module.check_mode:
+            events.post("deploy_failed", previous_version=(module.params["protect_versions"] or [None])[0],
+                        reason=f"staging failed: {exc}")
+        module.fail_json(msg=f"model_artifact failed: {exc}", events_undelivered=events.undelivered)
     module.exit_json(**result)

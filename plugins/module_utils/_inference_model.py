@@ -22,8 +22,9 @@ import tempfile
 import time
 
 from ansible_collections.edgeai.fleet.plugins.module_utils._archive import copy_tree_checked, tree_digest
-from ansible_collections.edgeai.fleet.plugins.module_utils._artifact import CONFIG, MANIFEST, staged_versions
+from ansible_collections.edgeai.fleet.plugins.module_utils._artifact import CONFIG, MANIFEST, SMOKE, staged_versions
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ConfigError, EdgeAIError, ServerError
+from ansible_collections.edgeai.fleet.plugins.module_utils._events import EVENTS_ARGS, EventPoster
 from ansible_collections.edgeai.fleet.plugins.module_utils._inference_client import (
     InferenceClient,
     inference_server_argument_spec,
@@ -51,7 +52,15 @@ ARGUMENT_SPEC = inference_server_argument_spec(
         tolerance=dict(type="float", default=1e-5),
         relative_tolerance=dict(type="float", default=0.0),
         requests=dict(type="int", default=1),
+        from_artifact=dict(type="bool", default=False),
     )),
+    soak=dict(type="dict", options=dict(
+        seconds=dict(type="int", default=0),
+        interval=dict(type="float", default=5.0),
+    )),
+    from_version=dict(type="int"),
+    reason=dict(type="str"),
+    events=EVENTS_ARGS,
     load_timeout=dict(type="float", default=300.0),
     poll_interval=dict(type="float", default=1.0),
 )
@@ -80,7 +89,7 @@ def compare_outputs(response, expected, atol, rtol):
             problems.append(f"output {name} has {len(actual)} values, expected {len(wanted)}")
             continue
         tol = float(want.get("tolerance", atol))
-        for index, (a, b) in enumerate(zip(actual, wanted, strict=False)):
+        for index, (a, b) in enumerate(zip(actual, wanted)):
             if isinstance(b, (int, float)) and not isinstance(b, bool) and isinstance(a, (int, float)):
                 if not (math.isfinite(a) and abs(a - b) <= tol + rtol * abs(b)):
                     problems.append(f"output {name}[{index}] = {a!r}, expected {b!r} (tolerance {tol:g})")
@@ -120,6 +129,7 @@ class InferenceModel:
         self.state_file = os.path.join(params["state_dir"], name + ".json")
         self.snapshot = os.path.join(params["state_dir"], name + ".previous")
         self.result = {"changed": False, "rolled_back": False, "name": name}
+        self.events = EventPoster(params.get("events"), name, params.get("version"))
 
     # -- state ---------------------------------------------------------------------------
     def _load_state(self):
@@ -176,9 +186,35 @@ class InferenceModel:
             raise DeployFailed(exc.msg) from exc
         return time.monotonic() - start
 
+    def _smoke_spec(self, version, expect):
+        """The smoke test to run against ``version``: the release's, or the one stored in the
+        staged version (smoke_test.json, made by the release builder)."""
+        smoke = dict(self.p.get("smoke_test") or {})
+        stored = os.path.join(self.p["artifacts"], self.p["name"], str(version), SMOKE)
+        inline = smoke.get("inputs") or smoke.get("expected_outputs")
+        if smoke.get("from_artifact") or ((not expect or not inline) and os.path.isfile(stored)):
+            text = _read(stored)
+            if text is None:
+                if smoke.get("from_artifact") and expect:
+                    raise DeployFailed("smoke test of {} version {}: from_artifact is set and the staged version "
+                                       "has no {}".format(self.p["name"], version, SMOKE))
+            else:
+                try:
+                    data = json.loads(text)
+                except ValueError as exc:
+                    raise DeployFailed(f"smoke test of {self.p['name']} version {version}: {SMOKE} is not "
+                                       f"valid JSON: {exc}") from exc
+                if not isinstance(data, dict) or not isinstance(data.get("inputs"), list):
+                    raise DeployFailed(f"smoke test of {self.p['name']} version {version}: {SMOKE} has no inputs")
+                smoke.update({k: data[k] for k in ("inputs", "expected_outputs", "tolerance", "relative_tolerance")
+                              if k in data})
+                # the version's own expected outputs hold for it, also when going back to it
+                return smoke, True
+        return smoke, expect
+
     def _smoke(self, version, expect=True):
         """Run the smoke test against ``version``; return the mean latency in ms."""
-        smoke = self.p.get("smoke_test") or {}
+        smoke, expect = self._smoke_spec(version, expect)
         if smoke.get("enabled") is False:
             return None
         name = self.p["name"]
@@ -191,13 +227,53 @@ class InferenceModel:
                 response, latency = self.client.infer(name, inputs, version=version)
                 latencies.append(latency)
                 if expect and smoke.get("expected_outputs"):
+                    tolerance = smoke.get("tolerance")
                     problems = compare_outputs(response, smoke["expected_outputs"],
-                                               smoke.get("tolerance", 1e-5), smoke.get("relative_tolerance", 0.0))
+                                               1e-5 if tolerance is None else tolerance,
+                                               smoke.get("relative_tolerance") or 0.0)
                     if problems:
                         raise DeployFailed(f"smoke test of {name} version {version} failed: " + "; ".join(problems))
         except (ServerError, ConfigError) as exc:
             raise DeployFailed(f"smoke test of {name} version {version} failed: {exc.msg}") from exc
         return round(sum(latencies) / len(latencies), 3)
+
+    def _failures(self):
+        """Failed inferences of the model over all versions; None where the server has no statistics."""
+        try:
+            data = self.client.model_stats(self.p["name"])
+        except ServerError:
+            return None
+        if data is None:
+            return None
+        total = 0
+        for entry in data.get("model_stats", []):
+            fail = (entry.get("inference_stats") or {}).get("fail") or {}
+            total += int(fail.get("count") or 0)
+        return total
+
+    def _soak(self, version):
+        """The canary's second gate: for soak.seconds the server stays ready, the version
+        stays READY and the model's failed-inference count does not grow."""
+        soak = self.p.get("soak") or {}
+        seconds = soak.get("seconds") or 0
+        if seconds <= 0:
+            return None
+        interval = max(0.2, min(float(soak.get("interval") or 5.0), float(seconds)))
+        start = time.monotonic()
+        failures = self._failures()
+        checks = 0
+        while True:
+            checks += 1
+            ready = self.client.ready() and self.client.model_ready(self.p["name"], version)
+            now = self._failures()
+            if not ready or (failures is not None and now is not None and now > failures):
+                waited = time.monotonic() - start
+                raise DeployFailed(f"canary soak failed after {waited:.0f}s: ready={bool(ready)}, "
+                                   f"failed inferences {failures} -> {now}")
+            left = seconds - (time.monotonic() - start)
+            if left <= 0:
+                return {"seconds": round(time.monotonic() - start, 1), "checks": checks}
+            self._sleep(min(interval, left))
 
     # -- repository steps ----------------------------------------------------------------
     def _place(self, staged, version, config_text):
@@ -206,7 +282,7 @@ class InferenceModel:
         incoming = tempfile.mkdtemp(prefix=f".incoming-{version}-", dir=self.model_dir)
         try:
             copy_tree_checked(staged, incoming)
-            for extra in (CONFIG, MANIFEST):
+            for extra in (CONFIG, MANIFEST, SMOKE):
                 if os.path.exists(os.path.join(incoming, extra)):
                     os.unlink(os.path.join(incoming, extra))
             os.chmod(incoming, 0o755)
@@ -251,7 +327,7 @@ class InferenceModel:
         if _read(os.path.join(self.model_dir, CONFIG)) != config_text:
             return False
         placed = tree_digest(os.path.join(self.model_dir, str(version)))
-        return placed == tree_digest(staged, exclude=(CONFIG, MANIFEST))
+        return placed == tree_digest(staged, exclude=(CONFIG, MANIFEST, SMOKE))
 
     def deploy(self, version, config_fallback=None, why="present"):
         name = self.p["name"]
@@ -286,17 +362,23 @@ class InferenceModel:
         # before anything changes, check that the server answers at all
         if not self.client.live():
             raise EdgeAIError("the inference server at {} is not live".format(self.p["url"]))
+        event = "rolled_back" if why == "rolled_back" else "deploy"
+        if event == "deploy":
+            self.events.post("deploy_started", previous_version=active)
         if not in_place:
             self._place(staged, version, config_text)
         try:
             load_time = self._load_and_wait(version)
-            latency = self._smoke(version)
+            latency = self._smoke(version, expect=why != "rolled_back")
+            soaked = self._soak(version) if why != "rolled_back" else None
         except DeployFailed as exc:
+            if event == "deploy":
+                self.events.post("deploy_failed", previous_version=active, reason=exc.msg)
             if in_place:
                 # the files were already right (the server lost the model, e.g. after a
                 # restart): nothing was changed on disk, so there is nothing to restore
                 raise EdgeAIError(exc.msg, failed_version=version, rolled_back=False) from exc
-            self._rollback_after_failure(exc, version)
+            self._rollback_after_failure(exc, version, active)
             raise  # not reached: _rollback_after_failure raises
         old = state.get("active") if (state.get("active") or {}).get("version") != version else state.get("previous")
         new_state = {"active": {"version": version, "config": config_text}, "previous": old,
@@ -306,9 +388,15 @@ class InferenceModel:
             shutil.rmtree(self.snapshot)
         self.result.update({"previous_version": (old or {}).get("version"),
                             "load_time_s": round(load_time, 3), "smoke_latency_ms": latency})
+        if soaked:
+            self.result["soak"] = soaked
+        if event == "deploy":
+            self.events.post("deploy_succeeded", previous_version=active)
+        else:
+            self.events.post("rolled_back", previous_version=active, reason=self.p.get("reason"), version=version)
         return self.result
 
-    def _rollback_after_failure(self, exc, version):
+    def _rollback_after_failure(self, exc, version, active=None):
         name = self.p["name"]
         restored = self._restore()
         details = {"failed_version": version, "rolled_back": False, "reason": exc.msg}
@@ -320,19 +408,32 @@ class InferenceModel:
                 pass
             self._remove_model()
             details["active_version"] = None
-            raise EdgeAIError(f"{exc.msg}; nothing to roll back to, the model was removed", **details)
+            raise EdgeAIError(f"{exc.msg}; nothing to roll back to, the model was removed",
+                              **self._with_events(details))
         try:
             self._load_and_wait(restored)
             self._smoke(restored, expect=False)
         except DeployFailed as second:
             details["active_version"] = None
             raise EdgeAIError(f"{exc.msg}; rollback to version {restored} failed too: {second.msg}",
-                              **details) from second
+                              **self._with_events(details)) from second
         details.update({"rolled_back": True, "changed": True, "active_version": restored, "previous_version": version})
-        raise EdgeAIError(f"{exc.msg}; rolled back to version {restored}, which serves", **details)
+        self.events.post("rolled_back", previous_version=version, reason=exc.msg, version=restored)
+        raise EdgeAIError(f"{exc.msg}; rolled back to version {restored}, which serves", **self._with_events(details))
+
+    def _with_events(self, details):
+        details["events_undelivered"] = list(self.events.undelivered)
+        return details
 
     def rolled_back(self):
         state = self._load_state()
+        active = (state.get("active") or {}).get("version")
+        wanted = self.p.get("from_version")
+        if wanted is not None and active != wanted:
+            # only a device that serves from_version goes back: anything else did not change
+            self.result.update({"changed": False, "active_version": active,
+                                "msg": f"{self.p['name']} is at version {active}, not {wanted}: nothing to roll back"})
+            return self.result
         previous = state.get("previous")
         if not previous:
             raise EdgeAIError(f"no previous version of {self.p['name']} recorded in {self.state_file}: "
@@ -367,10 +468,13 @@ class InferenceModel:
     def run(self):
         state = self.p["state"]
         if state == "absent":
-            return self.absent()
-        if state == "rolled_back":
-            return self.rolled_back()
-        return self.deploy(self.p["version"])
+            result = self.absent()
+        elif state == "rolled_back":
+            result = self.rolled_back()
+        else:
+            result = self.deploy(self.p["version"])
+        result["events_undelivered"] = list(self.events.undelivered)
+        return result
 
 
 def run_module(module_cls):

@@ -6,29 +6,85 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
+
+from ansible_collections.edgeai.fleet.plugins.module_utils._artifact import MANIFEST
+from ansible_collections.edgeai.fleet.plugins.module_utils._device_facts import gather as gather_device
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import EdgeAIError, ServerError
 from ansible_collections.edgeai.fleet.plugins.module_utils._inference_client import (
     InferenceClient,
     inference_server_argument_spec,
 )
 
-GATHER = ["health", "metadata", "index", "stats"]
+GATHER = ["health", "metadata", "index", "stats", "device", "staged"]
+DEFAULT_GATHER = ["health", "metadata", "index", "stats"]
+# Written by the inference_server role: what the running server is (its image's backends).
+SERVER_FILE = "/etc/edgeai/inference-server.json"
 ARGUMENT_SPEC = inference_server_argument_spec(
-    gather=dict(type="list", elements="str", default=list(GATHER), choices=GATHER),
+    gather=dict(type="list", elements="str", default=list(DEFAULT_GATHER), choices=GATHER),
     models=dict(type="list", elements="str"),
     fail_unreachable=dict(type="bool", default=False),
+    wait=dict(type="float", default=0.0),
+    root=dict(type="path", default="/"),
+    artifacts=dict(type="path", default="/var/lib/edgeai/artifacts"),
 )
 
 
+def staged_versions(artifacts, names):
+    """{model: [versions]} staged under ``artifacts`` (complete ones: they have a manifest)."""
+    out = {}
+    for name in names or []:
+        folder = os.path.join(artifacts, name)
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            entries = []
+        out[name] = sorted(int(e) for e in entries if e.isdigit()
+                           and os.path.isfile(os.path.join(folder, e, MANIFEST)))
+    return out
+
+
+def server_description(path=SERVER_FILE):
+    """The role's description of the running server, or None when there is none."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 class ServerInfo:
-    def __init__(self, params, client=None):
+    def __init__(self, params, client=None, sleep=time.sleep, clock=time.monotonic):
         self.p = params
         self.client = client or InferenceClient.from_params(params)
+        self._sleep = sleep
+        self._clock = clock
+
+    def _wait_healthy(self):
+        """live (and ready when health is gathered), waiting up to ``wait`` seconds: a device
+        that just came back (power cut, reboot) may still be starting its server."""
+        deadline = self._clock() + max(0.0, self.p.get("wait") or 0.0)
+        want_ready = "health" in self.p["gather"]
+        while True:
+            live = self.client.live()
+            ready = self.client.ready() if live and want_ready else None
+            if (live and (ready or not want_ready)) or self._clock() >= deadline:
+                return live, ready
+            self._sleep(min(2.0, max(0.1, deadline - self._clock())))
 
     def run(self):
         gather = set(self.p["gather"])
         result = {"changed": False, "url": self.p["url"]}
-        live = self.client.live()
+        if "device" in gather:
+            result["device"] = gather_device(root=self.p.get("root") or "/", models_path=self.p["artifacts"])
+            described = server_description(os.path.join(self.p.get("root") or "/", SERVER_FILE.lstrip("/")))
+            result["backends"] = (described or {}).get("backends")
+        if "staged" in gather:
+            result["staged"] = staged_versions(self.p["artifacts"], self.p.get("models"))
+        live, ready = self._wait_healthy()
         result["live"] = live
         if not live:
             if self.p["fail_unreachable"]:
@@ -36,7 +92,7 @@ class ServerInfo:
             result.update({"ready": False, "server": None, "models": [], "stats": {}})
             return result
         if "health" in gather:
-            result["ready"] = self.client.ready()
+            result["ready"] = ready
         if "metadata" in gather:
             result["server"] = self.client.server_metadata()
         index = []

@@ -26,10 +26,14 @@ description:
     serve, and fails with the reason and RV(rolled_back=true).
   - O(state=rolled_back) goes back to the version that was active before the current one (it
     must still be staged); O(state=absent) unloads the model and removes its folder.
+  - With O(soak), a new version must also stay healthy for a while before it counts (a canary's
+    second gate); with O(events), the module hands C(deploy_started), C(deploy_succeeded),
+    C(deploy_failed) and C(rolled_back) to the device's event relay itself.
 author:
   - edgeai.fleet contributors (@edgeai)
 extends_documentation_fragment:
   - edgeai.fleet._inference_server
+  - edgeai.fleet._events
 options:
   name:
     description: Model name.
@@ -98,6 +102,45 @@ options:
         description: Number of inferences to run; RV(smoke_latency_ms) is their mean.
         type: int
         default: 1
+      from_artifact:
+        description:
+          - Read the inputs and expected outputs from C(smoke_test.json) in the staged version (the
+            release builder, M(edgeai.fleet.release_build), computes them by running the model on the
+            controller). Without it, that file is still used when no O(smoke_test.inputs) are given.
+          - Going back to a version (a rollback) always uses that version's own C(smoke_test.json)
+            when it has one; otherwise its answer is not compared, since the release's expected outputs
+            belong to the new version.
+        type: bool
+        default: false
+        version_added: 0.1.0
+  soak:
+    description:
+      - After the smoke test, watch the new version for O(soak.seconds) before it counts: the server must
+        stay ready, the version READY, and the model's failed-inference count (Triton's statistics
+        extension, where the server has it) must not grow. A version that fails is rolled back as after
+        a failed smoke test.
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      seconds:
+        description: How long to watch; 0 skips the soak.
+        type: int
+        default: 0
+      interval:
+        description: Seconds between checks (at most O(soak.seconds)).
+        type: float
+        default: 5.0
+  from_version:
+    description:
+      - With O(state=rolled_back), go back only when the active version is this one; any other active
+        version is left alone (RV(changed=false)). A rollout uses it after an abort, so a device whose
+        switch never happened is not moved further back.
+    type: int
+    version_added: 0.1.0
+  reason:
+    description: Why a rollback happens, for the C(rolled_back) event.
+    type: str
+    version_added: 0.1.0
   load_timeout:
     description: Seconds the load request and the wait for READY may take together.
     type: float
@@ -118,6 +161,7 @@ attributes:
     description: A version already in place and READY is left alone (no reload, no smoke test).
 notes:
   - Runs on the device; needs only Python's standard library.
+  - A version's C(smoke_test.json) is never copied into the server's repository.
   - The server must run with explicit model control (Triton C(--model-control-mode=explicit)).
   - With Triton, a model whose folder holds one version is served by any version policy; the
     module keeps one version folder per model, older versions stay staged by M(edgeai.fleet.model_artifact).
@@ -148,6 +192,18 @@ EXAMPLES = r"""
       max_batch_size: 0
       input: [{name: INPUT0, data_type: TYPE_FP32, dims: [-1]}]
       output: [{name: OUTPUT0, data_type: TYPE_FP32, dims: [-1]}]
+
+- name: Serve version 4 as a canary, with the smoke test the release builder stored in it
+  edgeai.fleet.inference_model:
+    name: detector
+    version: 4
+    smoke_test:
+      from_artifact: true
+    soak:
+      seconds: 30
+    events:
+      id_prefix: 20261201T120000Z.farm-north-orin-01
+      run_id: 20261201T120000Z
 
 - name: Go back one version
   edgeai.fleet.inference_model:
@@ -203,6 +259,15 @@ config_source:
   description: Where the configuration came from, C(dict), C(artifact), C(saved) or C(repository).
   returned: when state is present or rolled_back
   type: str
+soak:
+  description: How long the new version was watched (C(seconds)) and how many checks it passed (C(checks)).
+  returned: when O(soak.seconds) is positive and the version passed
+  type: dict
+events_undelivered:
+  description: Types of the events the relay did not take (empty when all were taken or O(events) is not set).
+  returned: always
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule

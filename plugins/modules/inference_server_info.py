@@ -20,15 +20,40 @@ extends_documentation_fragment:
   - edgeai.fleet._inference_server
 options:
   gather:
-    description: What to read.
+    description:
+      - What to read. C(device) adds what M(edgeai.fleet.device_facts) detects (RV(device)) and the
+        backends the role P(edgeai.fleet.inference_server#role) recorded for the running server (RV(backends));
+        C(staged) adds the versions of O(models) staged on the device (RV(staged)). With both, one call
+        is a rollout's whole preflight of a device.
     type: list
     elements: str
-    choices: [health, metadata, index, stats]
+    choices: [health, metadata, index, stats, device, staged]
     default: [health, metadata, index, stats]
   models:
-    description: Models to read statistics of. Defaults to every READY model in the index.
+    description:
+      - Models to read statistics of (defaults to every READY model in the index) and whose staged
+        versions to list.
     type: list
     elements: str
+  wait:
+    description:
+      - Seconds to wait for the server to be live (and ready, when C(health) is gathered) before
+        answering. A device that just came back from a power cut may still be starting its server.
+    type: float
+    default: 0
+    version_added: 0.1.0
+  root:
+    description:
+      - Filesystem root for C(device), as O(edgeai.fleet.device_facts#module:root).
+    type: path
+    default: /
+    version_added: 0.1.0
+  artifacts:
+    description:
+      - Where staged versions are kept, as O(edgeai.fleet.model_artifact#module:dest).
+    type: path
+    default: /var/lib/edgeai/artifacts
+    version_added: 0.1.0
   fail_unreachable:
     description: Fail when the server is not live. When false, RV(live=false) is returned.
     type: bool
@@ -94,6 +119,22 @@ stats:
       null where the server has no statistics.
   returned: when stats are gathered
   type: dict
+device:
+  description: What M(edgeai.fleet.device_facts) returns as C(ansible_facts.edge_device).
+  returned: when device is gathered
+  type: dict
+backends:
+  description:
+    - The backends of the running server's image, as the role P(edgeai.fleet.inference_server#role) recorded
+      them in C(/etc/edgeai/inference-server.json); null when the device has no such record.
+  returned: when device is gathered
+  type: list
+  elements: str
+staged:
+  description: Per model of O(models), the versions staged on the device (complete ones, with their manifest).
+  returned: when staged is gathered
+  type: dict
+  sample: {detector: [3, 4]}
 stats_supported:
   description: Whether the server answered every statistics request (null when no model was asked about).
   returned: when stats are gathered and the server is live

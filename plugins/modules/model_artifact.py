@@ -30,6 +30,8 @@ description:
     unpacked files plus O(min_free_space_mb).
 author:
   - edgeai.fleet contributors (@edgeai)
+extends_documentation_fragment:
+  - edgeai.fleet._events
 options:
   name:
     description: Model name (the folder name in the model repository).
@@ -260,6 +262,13 @@ removed_versions:
   returned: success
   type: list
   elements: int
+events_undelivered:
+  description:
+    - With O(events) set, a failed staging hands a C(deploy_failed) event to the relay; the types the
+      relay did not take.
+  returned: failure
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
