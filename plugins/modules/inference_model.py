@@ -115,7 +115,7 @@ options:
         version_added: 0.1.0
   soak:
     description:
-      - After the smoke test, watch the new version for O(soak.seconds) before it counts: the server must
+      - After the smoke test, watch the new version for O(soak.seconds) before it counts; the server must
         stay ready, the version READY, and the model's failed-inference count (Triton's statistics
         extension, where the server has it) must not grow. A version that fails is rolled back as after
         a failed smoke test.
