@@ -105,7 +105,7 @@ options:
       from_artifact:
         description:
           - Read the inputs and expected outputs from C(smoke_test.json) in the staged version (the
-            release builder, M(edgeai.fleet.release_build), computes them by running the model on the
+            release builder, C(edgeai.fleet.release_build), computes them by running the model on the
             controller). Without it, that file is still used when no O(smoke_test.inputs) are given.
           - Going back to a version (a rollback) always uses that version's own C(smoke_test.json)
             when it has one; otherwise its answer is not compared, since the release's expected outputs
@@ -133,8 +133,8 @@ options:
   from_version:
     description:
       - With O(state=rolled_back), go back only when the active version is this one; any other active
-        version is left alone (RV(changed=false)). A rollout uses it after an abort, so a device whose
-        switch never happened is not moved further back.
+        version is left alone (the result has C(changed=false)). A rollout uses it after an abort, so a
+        device whose switch never happened is not moved further back.
     type: int
     version_added: 0.1.0
   reason:

@@ -68,7 +68,7 @@ options:
     description:
       - Path ON THE DEVICE of an archive, a single model file or a directory. To ship a file from
         the controller (devices without internet), copy it first with M(ansible.builtin.copy);
-        the role M(edgeai.fleet.inference_server) does so.
+        the role P(edgeai.fleet.inference_server#role) does so.
     type: path
   image:
     description:
