@@ -120,7 +120,8 @@ def write_inventory(directory: Path, fleet: dict[str, tuple[str, str]], devices:
                for name, (site, profile) in fleet.items()]
     (directory / "devices.yml").write_text(yaml.safe_dump({"devices": entries}, sort_keys=False))
     config = directory / "bench.device_registry.yml"
-    config.write_text("plugin: edgeai.fleet.device_registry\nsource_file: devices.yml\n")
+    config.write_text("plugin: edgeai.fleet.device_registry\nsource_file: devices.yml\n"
+                      "allow_ansible_vars: [ansible_ssh_private_key_file]\n")  # the lab's vars name its key
     (directory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
     (directory / "group_vars" / "all" / "site.yml").write_text(lab_inventory.SITE_VARS_SRC.read_text())
     return config

@@ -20,7 +20,18 @@ description:
     C(<prefix>labels), C(<prefix>maintenance) and C(<prefix>rollout_order)
     (C(<prefix>) is O(hostvar_prefix), C(edge_) by default), plus C(ansible_host),
     C(ansible_port) and C(ansible_user) from C(address)/C(index), C(port) and C(user).
-    A device's own C(vars) mapping is added last, as given.
+    A device's own C(vars) mapping is added last.
+  - The registry is data, never code. C(address) must be an IP address or a host name,
+    C(port) an integer from 1 to 65535, C(user) a plain user name (letters, digits, C(.),
+    C(_), C(-), not starting with C(-) or C(.)); names may not hold control characters; a
+    device may not be named C(localhost), C(127.0.0.1) or C(::1), nor take over a host that an
+    earlier inventory source defined.
+  - A device's C(vars) may not set any C(ansible_*) variable (connection, become,
+    interpreter, shell, executables, C(ansible_ssh_common_args) and so on, in any letter
+    case) unless it is listed in O(allow_ansible_vars), nor a reserved name (playbook
+    keywords, C(lookup), C(omit), magic variables such as C(hostvars)); keys must be plain
+    variable names. Such a registry fails the whole inventory with an error naming the
+    device and the key.
   - Every device is put into the groups C(site_<site>), C(platform_<platform>),
     C(hardware_<hardware>) and C(ring_<ring>); characters other than letters, digits and C(_)
     become C(_) (site C(site-a) gives C(site_site_a)).
@@ -148,8 +159,28 @@ options:
     description: Keep devices whose C(maintenance) flag is set (they are left out by default).
     type: bool
     default: false
+  allow_ansible_vars:
+    description:
+      - C(ansible_*) variables that a device's C(vars) in the registry may set, by exact name
+        (no wildcards; letter case counts), for example C([ansible_port]).
+      - By default none may. A registry comes from another team or system, and variables such
+        as C(ansible_ssh_common_args), C(ansible_connection), C(ansible_become*) or
+        C(ansible_python_interpreter) decide what runs where, on the controller too.
+        List a name only when the registry is trusted for it.
+      - C(ansible_host)/C(ansible_ssh_host), C(ansible_port)/C(ansible_ssh_port) and
+        C(ansible_user)/C(ansible_ssh_user)/C(ansible_remote_user) are validated like the
+        C(address), C(port) and C(user) fields even when listed here.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.1.0
 notes:
-  - Only the API data is cached; O(source_file) is read on every run.
+  - Only the API data is cached; O(source_file) is read on every run. An API answer that the
+    checks refuse is not cached, and cached data is checked again when it is read.
+  - O(compose) expressions come from the configuration file and are trusted; an expression
+    that copies registry data into an C(ansible_*) variable (for example the key
+    C(ansible_ssh_common_args) with the expression C(edge_labels.x)) hands that choice to the
+    registry again.
   - The C(compose), C(groups) and C(keyed_groups) expressions are evaluated per host only
     when they are set.
 """
@@ -220,12 +251,22 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 f'{path}: hostvar_prefix {prefix!r} must contain only letters, digits and "_"'
                 ' and not start with a digit'
             )
+        if prefix.lower().startswith('ansible_'):
+            raise AnsibleParserError(
+                f'{path}: hostvar_prefix {prefix!r} would put registry data into ansible_* variables;'
+                ' choose another prefix (the default is edge_)'
+            )
+        try:
+            allow_vars = reg.check_allow_list(self.get_option('allow_ansible_vars'))
+        except reg.RegistryError as e:
+            raise AnsibleParserError(f'{path}: {e}') from None
         source_file = self.get_option('source_file')
         api_url = self.get_option('api_url')
         if not source_file and not api_url:
             raise AnsibleParserError(f'{path}: set source_file, api_url or both')
 
         unknown = reg.UnknownFields()
+        self._fetched = None
         try:
             batches = []
             plans: dict = {}
@@ -242,7 +283,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 api_plans = reg.parse_sites(data.get('sites') or {}, label, unknown)
                 plans = reg.merge_sites(plans, api_plans, plans_from, label) if plans_from else api_plans
                 batches.append((data.get('devices') or [], reg.Source(label)))
-            devices = reg.build_devices(batches, plans, unknown)
+            devices = reg.build_devices(batches, plans, unknown, allow_vars)
+            if self._fetched is not None:  # cache only API data that passed the checks
+                self.cache[self._fetched[0]] = self._fetched[1]
         except reg.RegistryError as e:
             raise AnsibleParserError(str(e)) from None
         finally:
@@ -310,7 +353,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self.display.warning(f'device registry: {e}; using the registry data cached by an earlier run')
             return data
         if caching:
-            self.cache[key] = data
+            self._fetched = (key, data)  # cached by _parse once the devices pass the checks
         return data
 
     def _cached_api_data(self, key):
@@ -324,6 +367,52 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return data
 
     def _populate(self, devices, prefix):
+        data = getattr(self.inventory, '__wrapped__', self.inventory)
+        # a device may not take over a host that an earlier inventory source defined (its
+        # address and variables would become the registry's)
+        for d in devices:
+            if d.id in data.hosts:
+                raise AnsibleParserError(
+                    f'device {d.where}: a host named {d.id!r} is already defined by another inventory'
+                    ' source; a registry device may not take it over: rename the device or the other host'
+                )
+        hosts_before = set(data.hosts)
+        groups_before = set(data.groups)
+        try:
+            self._add_devices(data, devices, prefix)
+        except Exception:
+            # ansible keeps what a failed source added (and, by default, only warns): take it
+            # out again, so that a refused registry contributes no hosts and no groups
+            self._roll_back(data, hosts_before, groups_before)
+            raise
+
+    @staticmethod
+    def _roll_back(data, hosts_before, groups_before):
+        for name in [n for n in data.hosts if n not in hosts_before]:
+            data.remove_host(data.hosts[name])
+        for name in [n for n in data.groups if n not in groups_before]:
+            group = data.groups[name]
+            for parent in group.parent_groups:
+                if group in parent.child_groups:
+                    parent.child_groups.remove(group)
+                    parent.clear_hosts_cache()
+            for child in group.child_groups:
+                if group in child.parent_groups:
+                    child.parent_groups.remove(group)
+            data.remove_group(group)
+
+    def _sanitize_group_name(self, name):
+        """Group names of groups and keyed_groups (keyed groups are named from registry data):
+        never one that Ansible gives the controller, which `hosts: localhost` would match."""
+        name = super()._sanitize_group_name(name)
+        if isinstance(name, str) and name.lower() in reg.CONTROLLER_NAMES:
+            raise AnsibleParserError(
+                f'group {name!r} (from groups or keyed_groups) has a name Ansible gives the controller:'
+                ' plays for localhost would run on its hosts; give the keyed group a prefix or rename it'
+            )
+        return name
+
+    def _add_devices(self, data, devices, prefix):
         inventory = self.inventory
         k_site, k_platform, k_hardware, k_ring, k_labels, k_maintenance, k_order = (
             prefix + name for name in ('site', 'platform', 'hardware', 'ring', 'labels', 'maintenance', 'rollout_order')
@@ -349,7 +438,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         # plugin does: registry values are plain, untagged JSON/YAML data and must stay
         # untrusted. Setting them on the hosts of the inventory data itself keeps them exactly
         # so and is about three times faster at fleet scale (tests check they are not trusted).
-        data = getattr(inventory, '__wrapped__', inventory)
         add_child = data.add_child
         for order, d in enumerate(devices, start=1):
             host = inventory.add_host(d.id, group="all")  # "all" lists hosts in rollout order
@@ -380,3 +468,4 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 self._set_composite_vars(compose, hostvars, host, strict=strict)
                 self._add_host_to_composed_groups(groups, hostvars, host, strict=strict)
                 self._add_host_to_keyed_groups(keyed_groups, hostvars, host, strict=strict)
+

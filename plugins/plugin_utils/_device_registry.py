@@ -48,10 +48,45 @@ DEFAULT_RING = 'broad'
 # Rings rolled out first, in this order; any other ring follows, sorted by name.
 RING_PRECEDENCE = ('canary', 'early', 'broad')
 
-_DEVICE_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
-_HOST_LABEL = re.compile(r'^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$')
+# Used with fullmatch(): a "$" would also match before a trailing newline.
+_DEVICE_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
+_HOST_LABEL = re.compile(r'(?!-)[A-Za-z0-9-]{1,63}(?<!-)')
+# A plain login name: no option-like leading "-", no "@", "%" (ssh tokens), spaces or controls.
+_USER = re.compile(r'[A-Za-z0-9_][A-Za-z0-9._-]{0,63}')
+_VAR_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 _GROUP_UNSAFE = re.compile(r'[^A-Za-z0-9_]')
 _MAX_PAGES = 10000
+
+
+# Names Ansible gives the controller itself (ansible.constants.LOCALHOST): a registry host
+# with one of these names is what `hosts: localhost` and `delegate_to: localhost` resolve to.
+CONTROLLER_NAMES = frozenset(('localhost', '127.0.0.1', '::1'))
+
+# Variables whose value the plugin validates the way it validates the fields they come from,
+# also when allow_ansible_vars lets a registry set them directly.
+_ADDRESS_VARS = frozenset(('ansible_host', 'ansible_ssh_host'))
+_PORT_VARS = frozenset(('ansible_port', 'ansible_ssh_port'))
+_USER_VARS = frozenset(('ansible_user', 'ansible_ssh_user', 'ansible_remote_user'))
+
+# Ansible's magic variables that do not start with ansible_ (the engine sets them; a registry
+# value would only shadow them where the engine does not, e.g. in compose expressions).
+MAGIC_VARS = frozenset((
+    'group_names', 'groups', 'hostvars', 'inventory_dir', 'inventory_file', 'inventory_hostname',
+    'inventory_hostname_short', 'omit', 'play_hosts', 'playbook_dir', 'role_name', 'role_names', 'role_path',
+))
+
+
+def _reserved_names() -> frozenset:
+    """Playbook keywords and template globals (lookup, query, omit, ...): a variable of that name
+    shadows them (a registry var "lookup" breaks every lookup() for that host)."""
+    try:
+        from ansible.vars.reserved import get_reserved_names
+    except ImportError:  # pragma: no cover - ansible-core always has it
+        return frozenset()
+    return frozenset(get_reserved_names())
+
+
+RESERVED_NAMES = _reserved_names() | MAGIC_VARS
 
 
 class RegistryError(Exception):
@@ -285,9 +320,19 @@ def merge_sites(first: dict, second: dict, first_label: str, second_label: str) 
 
 
 def valid_address(address: str) -> bool:
-    """True for an IPv4/IPv6 address (checked with netaddr) or an RFC 1123 host name."""
-    if netaddr.valid_ipv4(address) or netaddr.valid_ipv6(address):
-        return True
+    """True for an IPv4/IPv6 address (checked with netaddr) or an RFC 1123 host name.
+
+    Nothing else: no spaces, control characters, option-like "-..." or "%scope" parts.
+    """
+    if not isinstance(address, str) or not address or not address.isascii() or not address.isprintable():
+        return False
+    if ' ' in address:
+        return False
+    try:
+        if netaddr.valid_ipv4(address) or netaddr.valid_ipv6(address):
+            return True
+    except ValueError:  # netaddr raises on some odd strings instead of answering False
+        return False
     if len(address) > 253:
         return False
     labels = address[:-1].split('.') if address.endswith('.') else address.split('.')
@@ -295,9 +340,81 @@ def valid_address(address: str) -> bool:
     if labels[-1].isdigit():
         return False
     for label in labels:
-        if not _HOST_LABEL.match(label):
+        if not _HOST_LABEL.fullmatch(label):
             return False
     return True
+
+
+def valid_user(user: str) -> bool:
+    """True for a plain login name: letters, digits, ".", "_" and "-", not starting with "-" or "."."""
+    return isinstance(user, str) and _USER.fullmatch(user) is not None
+
+
+def valid_port(port: t.Any) -> int | None:
+    """The port as an int when it is one in 1..65535 (an int or a string of digits), else None."""
+    if isinstance(port, str) and port.isascii() and port.isdigit():
+        port = int(port)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        return None
+    return port
+
+
+def check_allow_list(allow: t.Any) -> frozenset:
+    """Validate the allow_ansible_vars option: exact ansible_* variable names only."""
+    names = set()
+    for name in allow or ():
+        if (not isinstance(name, str) or not _VAR_NAME.fullmatch(name) or not name.startswith('ansible_')
+                or name in RESERVED_NAMES):
+            raise RegistryError(
+                f'allow_ansible_vars: {name!r} is not an ansible_* variable name; list exact names such as'
+                ' ansible_port (no wildcards). Other variable names need no entry, and reserved names'
+                ' cannot be allowed'
+            )
+        names.add(name)
+    return frozenset(names)
+
+
+_WHAT_TO_DO = (
+    'remove it from the registry, or, if the registry is trusted to set it, list it in the'
+    ' allow_ansible_vars option of the inventory configuration'
+)
+
+
+def check_vars(extra: dict, where: t.Any, allow: frozenset) -> dict:
+    """Refuse registry vars that could change how Ansible connects or runs code: any ansible_*
+    name (whatever its case) outside ``allow``, reserved and magic names, names that are not
+    plain variable names. Allowed address/port/user variables are validated like the fields."""
+    for key, value in extra.items():
+        if not _VAR_NAME.fullmatch(key):
+            raise RegistryError(
+                f'device {where}: vars key {key!r} is not a valid variable name (letters, digits and "_",'
+                ' not starting with a digit); rename or remove it'
+            )
+        if key.lower().startswith('ansible_') and key not in allow:
+            raise RegistryError(
+                f'device {where}: vars key {key!r} is refused: registry data may not set ansible_* variables'
+                f' (connection, become, interpreter, shell, executables and the like); {_WHAT_TO_DO}'
+            )
+        if key in RESERVED_NAMES:
+            raise RegistryError(
+                f'device {where}: vars key {key!r} is refused: it is a name Ansible reserves (a playbook'
+                ' keyword, template function or magic variable) and would shadow it; rename or remove it'
+            )
+        if key in _ADDRESS_VARS and not valid_address(value):
+            raise RegistryError(
+                f'device {where}: vars key {key!r} has an invalid address {value!r}'
+                ' (expected an IPv4/IPv6 address or a host name)'
+            )
+        if key in _PORT_VARS and valid_port(value) is None:
+            raise RegistryError(
+                f'device {where}: vars key {key!r} must be a port, an integer between 1 and 65535, got {value!r}'
+            )
+        if key in _USER_VARS and not valid_user(value):
+            raise RegistryError(
+                f'device {where}: vars key {key!r} has an invalid user {value!r} (a plain user name must'
+                ' be letters, digits, ".", "_" and "-", not start with "-" or ".", at most 64 characters)'
+            )
+    return extra
 
 
 def _string(record: dict, key: str, where: t.Any, required: bool = False, default: str | None = None) -> str | None:
@@ -313,6 +430,10 @@ def _string(record: dict, key: str, where: t.Any, required: bool = False, defaul
         if required:
             raise RegistryError(f'device {where}: field {key!r} must not be empty')
         return default
+    if not value.isprintable():
+        raise RegistryError(
+            f'device {where}: field {key!r} contains control or invisible characters: {value!r}'
+        )
     return value
 
 
@@ -326,8 +447,14 @@ def _bool(value: t.Any, where: t.Any, key: str) -> bool:
     raise RegistryError(f'device {where}: field {key!r} must be a boolean, got {value!r}')
 
 
-def build_device(record: t.Any, where: Where, plans: dict, unknown: UnknownFields) -> Device:
-    """Validate one raw device record; ``where`` says where it came from for messages."""
+def build_device(
+    record: t.Any, where: Where, plans: dict, unknown: UnknownFields, allow_vars: frozenset = frozenset()
+) -> Device:
+    """Validate one raw device record; ``where`` says where it came from for messages.
+
+    Registry data is data, never code: ``vars`` may set an ``ansible_*`` variable only when it
+    is in ``allow_vars``, and the fields mapped to ansible_host/port/user are validated strictly.
+    """
     if not isinstance(record, dict):
         raise RegistryError(f'device {where}: expected a mapping, got {type(record).__name__}')
     for key in record:
@@ -335,17 +462,28 @@ def build_device(record: t.Any, where: Where, plans: dict, unknown: UnknownField
             unknown.add('device', str(key), where)
 
     device_id = _string(record, 'id', where, required=True)
-    if not _DEVICE_ID.match(device_id):
+    if not _DEVICE_ID.fullmatch(device_id):
         raise RegistryError(
             f'device {where}: id {device_id!r} may only contain letters, digits, ".", "_" and "-"'
             ' and must start with a letter or digit'
         )
     where = Where(where.source, where.index, device_id)
+    if device_id.lower() in CONTROLLER_NAMES:
+        raise RegistryError(
+            f'device {where}: the name {device_id!r} is the one Ansible gives the controller itself'
+            ' (localhost, 127.0.0.1, ::1); a registry device may not take it (plays for localhost would'
+            ' run with its variables): rename the device'
+        )
     site = _string(record, 'site', where, required=True)
     platform = _string(record, 'platform', where, required=True)
     hardware = _string(record, 'hardware', where, required=True)
     ring = _string(record, 'ring', where, default=DEFAULT_RING)
     user = _string(record, 'user', where)
+    if user is not None and not valid_user(user):
+        raise RegistryError(
+            f'device {where}: invalid user {user!r} (a plain user name: letters, digits, ".", "_" and "-",'
+            ' not starting with "-" or ".", at most 64 characters)'
+        )
 
     address = record.get('address')
     index = record.get('index')
@@ -375,10 +513,10 @@ def build_device(record: t.Any, where: Where, plans: dict, unknown: UnknownField
 
     port = record.get('port')
     if port is not None:
-        if isinstance(port, str) and port.isdigit():
-            port = int(port)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        checked = valid_port(port)
+        if checked is None:
             raise RegistryError(f'device {where}: port must be an integer between 1 and 65535, got {port!r}')
+        port = checked
 
     labels = record.get('labels')
     if labels is None:
@@ -391,18 +529,22 @@ def build_device(record: t.Any, where: Where, plans: dict, unknown: UnknownField
         extra = {}
     elif not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
         raise RegistryError(f'device {where}: vars must be a mapping with string keys')
+    else:
+        check_vars(extra, where, allow_vars)
 
     maintenance = _bool(record.get('maintenance'), where, 'maintenance')
     return Device(device_id, site, platform, hardware, host, port, user, ring, labels, maintenance, extra, where)
 
 
-def build_devices(batches: list[tuple[list, Source]], plans: dict, unknown: UnknownFields) -> list[Device]:
+def build_devices(
+    batches: list[tuple[list, Source]], plans: dict, unknown: UnknownFields, allow_vars: frozenset = frozenset()
+) -> list[Device]:
     """Validate all records of all sources; a duplicate id is an error naming both places."""
     seen: dict[str, Where] = {}
     devices = []
     for records, source in batches:
         for index, record in enumerate(records):
-            device = build_device(record, Where(source, index), plans, unknown)
+            device = build_device(record, Where(source, index), plans, unknown, allow_vars)
             first = seen.get(device.id)
             if first is not None:
                 raise RegistryError(

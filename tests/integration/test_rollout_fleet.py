@@ -81,7 +81,8 @@ def _write_inventory(directory: Path, devices: dict[str, dict[str, Any]]) -> Pat
                         "vars": common | lab_inventory.device_vars(name, devices[name])})
     (directory / "devices.yml").write_text(yaml.safe_dump({"devices": entries}, sort_keys=False))
     config = directory / "fleet.device_registry.yml"
-    config.write_text("plugin: edgeai.fleet.device_registry\nsource_file: devices.yml\n")
+    config.write_text("plugin: edgeai.fleet.device_registry\nsource_file: devices.yml\n"
+                      "allow_ansible_vars: [ansible_ssh_private_key_file]\n")  # the lab's vars name its key
     group_vars = directory / "group_vars" / "all"
     group_vars.mkdir(parents=True)
     (group_vars / "site.yml").write_text(lab_inventory.SITE_VARS_SRC.read_text())

@@ -54,7 +54,8 @@ def test_api_source_gives_the_same_inventory_as_the_file(ansible_inventory, regi
     registry_api.state.devices = doc['devices']
     registry_api.state.sites = doc['sites']
     config = tmp_path / 'api.device_registry.yml'
-    config.write_text(yaml.safe_dump({'plugin': PLUGIN, 'api_url': registry_api.url, 'api_page_size': 4}))
+    config.write_text(yaml.safe_dump({'plugin': PLUGIN, 'api_url': registry_api.url, 'api_page_size': 4,
+                                      'allow_ansible_vars': ['ansible_ssh_private_key_file']}))
     proc = ansible_inventory('-i', str(config), '--list',
                              env={'EDGEAI_REGISTRY_TOKEN': TOKEN, 'EDGEAI_REGISTRY_CA_PATH': str(registry_api.ca_path)})
     assert proc.returncode == 0, proc.stderr
