@@ -9,21 +9,16 @@ unpack them safely and stage them atomically as ``<dest>/<model>/<version>/``.""
 from __future__ import annotations
 
 import base64
-import hashlib
-import http.client
 import json
 import os
-import platform
 import re
 import shutil
 import tempfile
 import time
-from urllib.error import HTTPError, URLError
-from urllib.parse import urlencode, urlparse
+from urllib.parse import urlparse
 
 from ansible.module_utils.urls import open_url
 from ansible_collections.edgeai.fleet.plugins.module_utils._archive import (
-    CHUNK,
     copy_tree_checked,
     detect_format,
     extract_tar,
@@ -33,22 +28,18 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._archive import (
     tree_listing,
     unpacked_size,
 )
+from ansible_collections.edgeai.fleet.plugins.module_utils._download import Downloader
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError, EdgeAIError
 from ansible_collections.edgeai.fleet.plugins.module_utils._events import EVENTS_ARGS, EventPoster
+from ansible_collections.edgeai.fleet.plugins.module_utils._http import Throttle  # noqa: F401 - imported from here too
+from ansible_collections.edgeai.fleet.plugins.module_utils._http import redact_url as _redact
+from ansible_collections.edgeai.fleet.plugins.module_utils._oci_registry import RegistryClient, parse_image_ref
 
 MANIFEST = ".edgeai-artifact.json"
 CONFIG = "config.pbtxt"
 # A smoke test made by the release builder: inputs and expected outputs, next to config.pbtxt.
 SMOKE = "smoke_test.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-         "armv7l": "arm", "armv6l": "arm"}
-MANIFEST_TYPES = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-)
 
 ARGUMENT_SPEC = dict(
     name=dict(type="str", required=True),
@@ -107,305 +98,6 @@ def ensure_space(path, needed, margin, what="the artifact", statvfs_free=free_by
             f"{free} free",
             needed_bytes=needed, free_bytes=free)
     return free
-
-
-# -- https download with resume --------------------------------------------------------
-class Throttle:
-    """Keeps a download at or under ``rate`` bytes per second (0: no limit), so a device
-    leaves the rest of a thin site link to the others and to its live traffic."""
-
-    def __init__(self, rate=0, clock=time.monotonic, sleep=time.sleep):
-        self.rate = rate
-        self._clock = clock
-        self._sleep = sleep
-        self._start = clock()
-        self._taken = 0
-
-    def take(self, nbytes):
-        if self.rate <= 0:
-            return
-        self._taken += nbytes
-        ahead = self._taken / self.rate - (self._clock() - self._start)
-        if ahead > 0:
-            self._sleep(ahead)
-
-
-class Downloader:
-    """Downloads into ``<part>`` and resumes with an HTTP Range request when the part
-    file already holds bytes (from an earlier attempt or an earlier run)."""
-
-    def __init__(self, headers=None, validate_certs=True, ca_path=None, timeout=60.0,
-                 retries=3, backoff=1.0, opener=open_url, sleep=time.sleep, rate_limit=0):
-        self.headers = dict(headers or {})
-        self.rate_limit = rate_limit
-        self.validate_certs = validate_certs
-        self.ca_path = ca_path
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-        self._open = opener
-        self._sleep = sleep
-
-    def _get(self, url, offset):
-        headers = dict(self.headers)
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        return self._open(url, headers=headers, method="GET", timeout=self.timeout,
-                          validate_certs=self.validate_certs, ca_path=self.ca_path,
-                          follow_redirects="safe", unredirected_headers=["Authorization"])
-
-    def fetch(self, url, part, sha256, space_check=None):
-        """Download ``url`` into ``part`` and verify its sha256. Returns a dict with
-        ``bytes`` (transferred now), ``resumed`` and ``attempts``."""
-        attempts = 0
-        transferred = 0
-        resumed = False
-        restarted = False
-        while True:
-            offset = os.path.getsize(part) if os.path.exists(part) else 0
-            attempts += 1
-            try:
-                resp = self._get(url, offset)
-            except HTTPError as exc:
-                if exc.code == 416 and offset:
-                    # the server has nothing past our offset: the part may already be whole
-                    if sha256_file(part) == sha256:
-                        return {"bytes": transferred, "resumed": True, "attempts": attempts}
-                    os.unlink(part)
-                    continue
-                if exc.code >= 500 and attempts <= self.retries:
-                    self._sleep(self.backoff * attempts)
-                    continue
-                raise ArtifactError(f"download of {_redact(url)} failed: HTTP {exc.code} {exc.reason}",
-                                    status=exc.code) from exc
-            except (TimeoutError, URLError, ConnectionError, http.client.HTTPException) as exc:
-                if attempts <= self.retries:
-                    self._sleep(self.backoff * attempts)
-                    continue
-                reason = getattr(exc, "reason", exc)
-                raise ArtifactError(f"download of {_redact(url)} failed after {attempts} attempts: {reason}") from exc
-            status = resp.getcode()
-            mode = "wb"
-            if status == 206 and offset:
-                start = _content_range_start(resp.headers.get("Content-Range"))
-                if start != offset:
-                    resp.close()
-                    os.unlink(part)
-                    continue
-                mode = "ab"
-                resumed = True
-            elif status != 200:
-                raise ArtifactError(f"download of {_redact(url)} failed: unexpected HTTP {status}")
-            length = resp.headers.get("Content-Length")
-            length = int(length) if length and length.isdigit() else None
-            if space_check is not None and length is not None:
-                space_check(length)
-            written = 0
-            complete = False
-            throttle = Throttle(self.rate_limit, sleep=self._sleep)
-            with open(part, mode) as out:
-                while True:
-                    try:
-                        block = resp.read(CHUNK)
-                    except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
-                        error = exc
-                        break
-                    if not block:
-                        complete = length is None or written == length
-                        error = f"connection closed after {written} of {length} bytes"
-                        break
-                    out.write(block)
-                    written += len(block)
-                    throttle.take(len(block))
-            transferred += written
-            resp.close()
-            if not complete:
-                if attempts <= self.retries:
-                    self._sleep(self.backoff * attempts)
-                    continue
-                raise ArtifactError(f"download of {_redact(url)} interrupted after {attempts} attempts: {error}",
-                                    partial_bytes=os.path.getsize(part))
-            actual = sha256_file(part)
-            if actual == sha256:
-                return {"bytes": transferred, "resumed": resumed, "attempts": attempts}
-            os.unlink(part)
-            if resumed and not restarted:
-                # a stale or corrupt part: start once more from zero
-                restarted = True
-                resumed = False
-                continue
-            raise ArtifactError(f"sha256 mismatch for {_redact(url)}: expected {sha256}, got {actual}",
-                                expected_sha256=sha256, actual_sha256=actual)
-
-
-def _content_range_start(value):
-    match = re.match(r"^\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*$", value or "")
-    return int(match.group(1)) if match else None
-
-
-def _redact(url):
-    parsed = urlparse(url)
-    if parsed.username or parsed.password or parsed.query:
-        netloc = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
-        return f"{parsed.scheme}://{netloc}{parsed.path}"
-    return url
-
-
-# -- OCI registry (HTTP API v2) ----------------------------------------------------------
-def parse_image_ref(ref):
-    """``registry[:port]/repository[:tag|@sha256:...]`` -> (registry, repository, reference)."""
-    if "/" not in ref:
-        raise ArtifactError(f"image {ref!r} must name its registry (registry.example:5000/repo:tag)")
-    registry, rest = ref.split("/", 1)
-    if "." not in registry and ":" not in registry and registry != "localhost":
-        raise ArtifactError(f"image {ref!r} must name its registry (registry.example:5000/repo:tag)")
-    if "@" in rest:
-        repository, reference = rest.split("@", 1)
-    elif ":" in rest.rsplit("/", 1)[-1]:
-        repository, reference = rest.rsplit(":", 1)
-    else:
-        repository, reference = rest, "latest"
-    if not re.match(r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*$", repository):
-        raise ArtifactError(f"image {ref!r}: {repository!r} is not a valid repository name")
-    return registry, repository, reference
-
-
-def _auth_challenge(header):
-    """Parse a WWW-Authenticate header into (scheme, params)."""
-    if not header:
-        return None, {}
-    scheme, dummy, rest = header.partition(" ")
-    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
-    return scheme.lower(), params
-
-
-class RegistryClient:
-    """Reads manifests and blobs from a registry (distribution HTTP API v2), with basic
-    auth or bearer tokens (fetched from the realm the registry names)."""
-
-    def __init__(self, registry, username=None, password=None, validate_certs=True,
-                 ca_path=None, timeout=60.0, scheme="https", opener=open_url, rate_limit=0):
-        self.base = f"{scheme}://{registry}"
-        self.rate_limit = rate_limit
-        self.username = username
-        self.password = password
-        self.validate_certs = validate_certs
-        self.ca_path = ca_path
-        self.timeout = timeout
-        self._open = opener
-        self._auth = None
-
-    def _basic(self):
-        raw = (f"{self.username}:{self.password}").encode()
-        return "Basic " + base64.b64encode(raw).decode("ascii")
-
-    def _call(self, url, headers):
-        return self._open(url, headers=headers, method="GET", timeout=self.timeout,
-                          validate_certs=self.validate_certs, ca_path=self.ca_path,
-                          follow_redirects="safe", unredirected_headers=["Authorization"])
-
-    def get(self, path, accept=None):
-        url = self.base + path
-        for _dummy in range(2):
-            headers = {}
-            if accept:
-                headers["Accept"] = accept
-            if self._auth:
-                headers["Authorization"] = self._auth
-            try:
-                return self._call(url, headers)
-            except HTTPError as exc:
-                if exc.code == 401 and self._authenticate(exc.headers.get("WWW-Authenticate")):
-                    continue
-                raise ArtifactError(f"registry {self.base}: GET {path}: HTTP {exc.code} {exc.reason}",
-                                    status=exc.code) from exc
-            except (TimeoutError, URLError, ConnectionError) as exc:
-                reason = getattr(exc, "reason", exc)
-                raise ArtifactError(f"registry {self.base} unreachable: {reason}") from exc
-        raise ArtifactError(f"registry {self.base} refused the credentials for {path}")
-
-    def _authenticate(self, header):
-        if self._auth and self._auth.startswith("Basic"):
-            return False  # already tried
-        scheme, params = _auth_challenge(header)
-        if scheme == "basic":
-            if not self.username:
-                raise ArtifactError(f"registry {self.base} wants credentials (registry_username/registry_password)")
-            self._auth = self._basic()
-            return True
-        if scheme == "bearer" and params.get("realm"):
-            if self._auth and self._auth.startswith("Bearer"):
-                return False
-            query = dict((k, v) for k, v in params.items() if k in ("service", "scope"))
-            url = params["realm"] + ("?" + urlencode(query) if query else "")
-            headers = {"Authorization": self._basic()} if self.username else {}
-            try:
-                resp = self._call(url, headers)
-                data = json.loads(resp.read())
-            except (TimeoutError, HTTPError, URLError, ValueError) as exc:
-                raise ArtifactError("registry token from {} failed: {}".format(params["realm"], exc)) from exc
-            token = data.get("token") or data.get("access_token")
-            if not token:
-                raise ArtifactError("registry token endpoint {} returned no token".format(params["realm"]))
-            self._auth = "Bearer " + token
-            return True
-        return False
-
-    def manifest(self, repository, reference):
-        """Return (digest, media type, manifest dict) for a tag or digest."""
-        resp = self.get(f"/v2/{repository}/manifests/{reference}", accept=", ".join(MANIFEST_TYPES))
-        raw = resp.read()
-        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-        if reference.startswith("sha256:") and reference != digest:
-            raise ArtifactError(f"manifest digest mismatch: asked for {reference}, got {digest}")
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise ArtifactError(f"registry returned a manifest that is not JSON for {repository}") from None
-        media = data.get("mediaType") or resp.headers.get("Content-Type", "").split(";")[0]
-        return digest, media, data
-
-    def image_manifest(self, repository, reference, arch=None):
-        """Resolve a tag to the image manifest for this machine's architecture."""
-        digest, media, data = self.manifest(repository, reference)
-        if "manifests" in data:
-            arch = arch or _ARCH.get(platform.machine(), platform.machine())
-            entries = data.get("manifests") or []
-            chosen = [m for m in entries
-                      if (m.get("platform") or {}).get("architecture") == arch
-                      and (m.get("platform") or {}).get("os", "linux") == "linux"]
-            if not chosen and len(entries) == 1:
-                chosen = entries
-            if not chosen:
-                raise ArtifactError(f"image {repository}:{reference} has no manifest for linux/{arch}")
-            digest, media, data = self.manifest(repository, chosen[0]["digest"])
-        if "layers" not in data:
-            raise ArtifactError(f"unsupported manifest type {media!r} for {repository}")
-        return digest, data
-
-    def blob(self, repository, digest, path, space_check=None):
-        """Download a blob into ``path`` and verify it against its digest."""
-        algo, dummy, expected = digest.partition(":")
-        if algo != "sha256" or not _SHA256.match(expected):
-            raise ArtifactError(f"unsupported blob digest {digest!r}")
-        resp = self.get(f"/v2/{repository}/blobs/{digest}")
-        length = resp.headers.get("Content-Length")
-        if space_check is not None and length and length.isdigit():
-            space_check(int(length))
-        hasher = hashlib.sha256()
-        throttle = Throttle(self.rate_limit)
-        with open(path, "wb") as out:
-            while True:
-                block = resp.read(CHUNK)
-                if not block:
-                    break
-                hasher.update(block)
-                out.write(block)
-                throttle.take(len(block))
-        if hasher.hexdigest() != expected:
-            os.unlink(path)
-            raise ArtifactError(f"blob {digest} of {repository} failed verification (got sha256:{hasher.hexdigest()})")
-        return os.path.getsize(path)
 
 
 # -- staging ---------------------------------------------------------------------------
