@@ -19,6 +19,10 @@ from urllib.parse import urlparse
 
 from ansible.module_utils.urls import open_url
 from ansible_collections.edgeai.fleet.plugins.module_utils._archive import (
+    DEFAULT_MAX_MEMBERS,
+    DEFAULT_MAX_UNPACKED_MB,
+    Limits,
+    check_tree_links,
     copy_tree_checked,
     detect_format,
     extract_tar,
@@ -26,7 +30,6 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._archive import (
     sha256_file,
     tree_digest,
     tree_listing,
-    unpacked_size,
 )
 from ansible_collections.edgeai.fleet.plugins.module_utils._download import Downloader
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError, EdgeAIError
@@ -68,6 +71,8 @@ ARGUMENT_SPEC = dict(
     require_staged=dict(type="bool", default=False),
     url_username=dict(type="str"),
     url_password=dict(type="str", no_log=True),
+    max_unpacked_mb=dict(type="int", default=DEFAULT_MAX_UNPACKED_MB),
+    max_members=dict(type="int", default=DEFAULT_MAX_MEMBERS),
     events=EVENTS_ARGS,
 )
 MUTUALLY_EXCLUSIVE = [("url", "src", "image"), ("url_token", "url_username")]
@@ -128,7 +133,8 @@ def version_content(root, version):
             and not os.path.islink(os.path.join(root, entries[0])):
         root = os.path.join(root, entries[0])
         entries = os.listdir(root)
-    numbered = sorted(n for n in os.listdir(root) if n.isdigit() and os.path.isdir(os.path.join(root, n)))
+    numbered = sorted(n for n in os.listdir(root) if n.isdigit() and os.path.isdir(os.path.join(root, n))
+                      and not os.path.islink(os.path.join(root, n)))
     config = os.path.join(root, CONFIG)
     if numbered:
         if str(version) in numbered:
@@ -175,6 +181,9 @@ class ModelArtifact:
             raise ArtifactError("version must be a positive integer")
         if p["keep_versions"] < 1:
             raise ArtifactError("keep_versions must be at least 1")
+        for cap in ("max_unpacked_mb", "max_members"):
+            if p.get(cap) is not None and p[cap] < 1:
+                raise ArtifactError(f"{cap} must be at least 1 (raise it for a bigger model; there is no 'unlimited')")
         if p.get("sha256"):
             p["sha256"] = p["sha256"].lower().replace("sha256:", "")
             if not _SHA256.match(p["sha256"]):
@@ -196,7 +205,14 @@ class ModelArtifact:
             if not os.path.exists(src):
                 raise ArtifactError(f"src {src} does not exist on the device (copy it there first)")
             if os.path.isdir(src):
-                return "src", "tree:" + tree_digest(src)
+                digest = tree_digest(src)
+                if p.get("sha256") and digest != p["sha256"]:
+                    raise ArtifactError(
+                        "sha256 mismatch for the directory {}: for a directory, sha256 is checked against its tree "
+                        "digest (names, contents and exec bits; the source_id tree:<hex> a run reports), expected {}, "
+                        "got {}; give that digest, or leave sha256 out".format(src, p["sha256"], digest),
+                        expected_sha256=p["sha256"], actual_sha256=digest)
+                return "src", "tree:" + digest
             actual = sha256_file(src)
             if p.get("sha256") and actual != p["sha256"]:
                 raise ArtifactError("sha256 mismatch for {}: expected {}, got {}".format(src, p["sha256"], actual),
@@ -238,30 +254,43 @@ class ModelArtifact:
         os.makedirs(root)
         strip = (p.get("image_path") or "/models/{}".format(p["name"])).strip("/")
         total = 0
+        limits = self._limits()  # for the whole image: the layers together
         for index, layer in enumerate(self._image_manifest.get("layers", [])):
             blob = os.path.join(layers_dir, str(index))
             total += self._registry.blob(self._repository, layer["digest"], blob, self._space("an image layer"))
-            ensure_space(p["dest"], unpacked_size(blob, "tar"), self.margin, "an image layer", self._free)
-            extract_tar(blob, root, strip=strip, whiteouts=True)
+            # Applied in order; each one is written without following links and leaves no
+            # link of the tree resolving outside it, or the image is refused.
+            extract_tar(blob, root, strip=strip, whiteouts=True, limits=limits,
+                        space_check=self._space("an image layer"),
+                        label="layer {} ({}) of {}".format(index + 1, layer.get("digest"), p["image"]))
             os.unlink(blob)
         if not os.listdir(root):
             raise ArtifactError("image {} has nothing under {}".format(p["image"], "/" + strip))
         return root, "dir", total, False
+
+    def _limits(self):
+        return Limits.from_mb(self.p.get("max_unpacked_mb", DEFAULT_MAX_UNPACKED_MB),
+                              self.p.get("max_members", DEFAULT_MAX_MEMBERS))
 
     def _unpack(self, path, fmt, out):
         p = self.p
         if fmt == "dir" or os.path.isdir(path):
             if path != out:
                 copy_tree_checked(path, out)
+                if p.get("sha256") and tree_digest(out) != p["sha256"]:
+                    raise ArtifactError(f"the directory {path} changed while it was copied (its tree digest no longer "
+                                        "matches sha256); run again")
             return
         if fmt == "auto":
             fmt = detect_format(path)
-        ensure_space(p["dest"], unpacked_size(path, fmt), self.margin, "the unpacked model", self._free)
         strip = (p.get("subdir") or "").strip("/")
+        # the space check runs on the sizes the archive declares, before anything is written;
+        # the caps count the bytes as they are written
+        space = self._space("the unpacked model")
         if fmt == "tar":
-            extract_tar(path, out, strip=strip)
+            extract_tar(path, out, strip=strip, limits=self._limits(), space_check=space)
         elif fmt == "zip":
-            extract_zip(path, out, strip=strip)
+            extract_zip(path, out, strip=strip, limits=self._limits(), space_check=space)
         else:
             name = p.get("filename") or os.path.basename(urlparse(p.get("url") or path).path)
             if not name or name in (".", "..") or "/" in name:
@@ -333,8 +362,14 @@ class ModelArtifact:
             else:
                 os.rename(content, staged)
                 if config:
-                    shutil.copyfile(config, os.path.join(staged, CONFIG))
+                    target = os.path.join(staged, CONFIG)
+                    if os.path.lexists(target) and not os.path.isdir(target):
+                        os.unlink(target)  # never write through a link the artifact put there
+                    shutil.copyfile(config, target, follow_symlinks=True)
             os.chmod(staged, 0o755)
+            # the version's folder alone must hold: a link that climbed out of it into the
+            # rest of the artifact would point outside once staged
+            check_tree_links(staged, "link", "the version's folder")
             listing = tree_listing(staged)
             digest = tree_digest(staged)
             manifest = {

@@ -18,6 +18,12 @@ description:
     destination, hard links to outside members and device nodes, and stages the result
     atomically (a temporary directory next to the target, then a rename) as
     C(<dest>/<name>/<version>/).
+  - Unpacking never writes, changes a mode or copies through a link, whatever put the link there
+    (an earlier member, an earlier image layer). After each archive and each layer every link is
+    resolved against the files on disk, following chains of links; one that leads outside refuses
+    the artifact. Archive bombs are refused by O(max_unpacked_mb) and O(max_members), a truncated or
+    corrupt archive with a clear error. A refused artifact leaves nothing behind and the staged
+    versions as they were.
   - An artifact that is a Triton model directory (C(config.pbtxt) plus numbered version folders)
     gives the folder of O(version) (or its only one) and its C(config.pbtxt); any other content
     is taken as the version's files. One folder that wraps the whole archive is looked into. A
@@ -56,6 +62,9 @@ options:
     description:
       - Expected sha256 of the file at O(url) or O(src) (hex, optionally prefixed C(sha256:)).
         Required with O(url).
+      - When O(src) is a directory, it is checked against the directory's tree digest (over names,
+        contents and exec bits; the hex of the RV(source_id) C(tree:<hex>) that a run reports), and
+        the copy is checked again after copying.
     type: str
   headers:
     description: Extra HTTP headers for O(url) (not logged).
@@ -152,6 +161,31 @@ options:
   url_password:
     description: Password for O(url_username) (not logged).
     type: str
+    version_added: 0.1.0
+  max_unpacked_mb:
+    description:
+      - Most MiB an archive (O(url), O(src)) or the layers of O(image) together may unpack to,
+        counted as the bytes are written (a sparse member by its apparent size, a zip member by what
+        it decompresses to, whatever its headers say). More is refused as an archive bomb, before
+        the first byte when the sizes the archive declares already exceed it, and nothing is staged.
+      - The default, 8 GiB, holds what edge devices serve (TensorRT engines and ONNX or TFLite files
+        of megabytes to a few GiB, a quantised language model of 4 to 7 GiB) while a small hostile
+        archive cannot fill the disk (a 10 kB tar can declare a 1 GiB sparse file; a zip can expand
+        1000 to 1). Raise it for a bigger model. Free space is checked too (O(min_free_space_mb)).
+      - Single-file artifacts and directories given as O(src) are not archives and are not capped.
+    type: int
+    default: 8192
+    version_added: 0.1.0
+  max_members:
+    description:
+      - Most files, folders and links an archive or the layers of O(image) together (the members
+        under O(image_path)) may unpack to; more is refused as an archive bomb and nothing is staged.
+      - The default, 20000, is well above a Triton model repository (a handful of files, a few
+        thousand with a python backend and its packages, ONNX external data of a few hundred tensor
+        files) and stops a count bomb (100000 empty files fit in 620 kB) from exhausting inodes and
+        time. Raise it for a model that genuinely has more files.
+    type: int
+    default: 20000
     version_added: 0.1.0
 attributes:
   check_mode:

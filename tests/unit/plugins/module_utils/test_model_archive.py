@@ -12,13 +12,16 @@ import zipfile
 
 import pytest
 from ansible_collections.edgeai.fleet.plugins.module_utils._archive import (
+    Limits,
+    MiB,
     clean_member_name,
+    copy_tree_checked,
     detect_format,
     extract_tar,
     extract_zip,
     tree_digest,
 )
-from ansible_collections.edgeai.fleet.plugins.module_utils._errors import UnsafeArchiveError
+from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError, UnsafeArchiveError
 
 
 def make_tar(path, members, mode="w:gz"):
@@ -193,3 +196,102 @@ def test_tree_digest_tracks_content_names_and_exec_bit(tmp_path):
     (root / "extra").write_text("")
     assert tree_digest(str(root), exclude=("extra",)) == tree_digest(str(root), exclude=("extra",))
     assert tree_digest(str(root), exclude=("extra",)) != tree_digest(str(root))
+
+
+# -- what the strict unpacking still accepts ------------------------------------------------
+def test_link_chains_that_stay_inside_are_kept(tmp_path):
+    archive = make_tar(tmp_path / "ok.tar", [
+        ("1/model.bin", "file", "weights"),
+        ("current", "symlink", "1"),
+        ("1/alias.bin", "symlink", "model.bin"),
+        ("top.bin", "symlink", "current/alias.bin"),
+        ("later", "symlink", "not-yet/there"),  # dangling, but inside
+    ], "w")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    extract_tar(str(archive), str(dest))
+    assert (dest / "top.bin").read_text() == "weights"
+    assert os.readlink(dest / "later") == "not-yet/there"
+
+
+def test_caps_count_bytes_and_members_and_can_be_raised(tmp_path):
+    archive = make_tar(tmp_path / "ok.tgz", [(f"f{i}", "file", "x" * 1000) for i in range(10)])
+    for folder in ("a", "b", "c"):
+        (tmp_path / folder).mkdir()
+    with pytest.raises(ArtifactError, match="more than 9 members .*raise max_members"):
+        extract_tar(str(archive), str(tmp_path / "a"), limits=Limits(max_members=9))
+    with pytest.raises(ArtifactError, match="unpacks to more than"):
+        extract_tar(str(archive), str(tmp_path / "b"), limits=Limits(max_bytes=9999))
+    limits = Limits.from_mb(1, 10)
+    assert extract_tar(str(archive), str(tmp_path / "c"), limits=limits) == 10_000
+    assert (limits.bytes, limits.members, limits.max_bytes) == (10_000, 10, MiB)
+
+
+def test_sparse_member_unpacks_to_its_apparent_size(tmp_path):
+    info = tarfile.TarInfo("model.bin")
+    info.size = 1
+    info.pax_headers = {"GNU.sparse.map": "4095,1", "GNU.sparse.size": "4096"}
+    with tarfile.open(tmp_path / "s.tar", "w", format=tarfile.PAX_FORMAT) as handle:
+        handle.addfile(info, io.BytesIO(b"x"))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert extract_tar(str(tmp_path / "s.tar"), str(dest)) == 4096
+    assert (dest / "model.bin").read_bytes() == b"\0" * 4095 + b"x"
+
+
+def test_oci_layer_file_replaces_a_folder_and_whiteouts_come_first(tmp_path):
+    dest = tmp_path / "root"
+    dest.mkdir()
+    extract_tar(str(make_tar(tmp_path / "l1.tar", [("m/x/a", "file", "a"), ("m/keep", "file", "k")], "w")),
+                str(dest), whiteouts=True)
+    # an opaque whiteout hides the earlier layer's m/, not this layer's own new files
+    extract_tar(str(make_tar(tmp_path / "l2.tar", [("m/new", "file", "n"), ("m/.wh..wh..opq", "file", "")], "w")),
+                str(dest), whiteouts=True)
+    assert sorted(os.listdir(dest / "m")) == ["new"]
+    # a later layer may turn a file into a folder and back (the entry is replaced, not followed)
+    extract_tar(str(make_tar(tmp_path / "l3.tar", [("m/new", "dir", None), ("m/new/f", "file", "f")], "w")),
+                str(dest), whiteouts=True)
+    assert (dest / "m" / "new" / "f").read_text() == "f"
+    extract_tar(str(make_tar(tmp_path / "l4.tar", [("m/new", "file", "file again")], "w")), str(dest),
+                whiteouts=True)
+    assert (dest / "m" / "new").read_text() == "file again"
+
+
+def test_copy_tree_checked_keeps_inner_links_and_refuses_chains_out(tmp_path):
+    src = tmp_path / "src"
+    (src / "1").mkdir(parents=True)
+    (src / "1" / "model.bin").write_text("w")
+    os.symlink("1", src / "current")
+    os.symlink("current/model.bin", src / "alias")
+    copy_tree_checked(str(src), str(tmp_path / "copy"))
+    assert (tmp_path / "copy" / "alias").read_text() == "w"
+    assert os.path.islink(tmp_path / "copy" / "current")
+    os.makedirs(src / "a" / "b" / "c")
+    os.symlink("../../..", src / "a" / "b" / "c" / "d")
+    os.symlink("a/b/c/d/../../victim", src / "e")
+    with pytest.raises(UnsafeArchiveError, match="'e' .* resolves outside the source"):
+        copy_tree_checked(str(src), str(tmp_path / "copy2"))
+
+
+def test_tree_listing_refuses_a_fifo_instead_of_blocking(tmp_path):
+    root = tmp_path / "t"
+    root.mkdir()
+    os.mkfifo(root / "pipe")
+    with pytest.raises(UnsafeArchiveError, match="'pipe' .* is not a regular file"):
+        tree_digest(str(root))
+
+
+def test_oci_whiteout_of_the_model_folder_or_a_parent_hides_earlier_layers(tmp_path):
+    dest = tmp_path / "root"
+    dest.mkdir()
+    layers = [
+        [("models/scale/1/old.bin", "file", "old")],
+        [("models/.wh.scale", "file", ""), ("models/scale/1/new.bin", "file", "new")],
+    ]
+    for index, members in enumerate(layers):
+        extract_tar(str(make_tar(tmp_path / f"l{index}.tar", members, "w")), str(dest), strip="models/scale",
+                    whiteouts=True)
+    assert os.listdir(dest / "1") == ["new.bin"]
+    extract_tar(str(make_tar(tmp_path / "l3.tar", [(".wh..wh..opq", "file", ""), ("models/scale/x", "file", "x")],
+                             "w")), str(dest), strip="models/scale", whiteouts=True)
+    assert os.listdir(dest) == ["x"]

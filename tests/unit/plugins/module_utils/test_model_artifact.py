@@ -491,3 +491,45 @@ def test_require_staged_uses_what_is_staged_and_fetches_nothing(tmp_path, http_s
     result = ModelArtifact(moved, statvfs_free=plenty).run()
     assert result["changed"] is False
     assert len(http_server.log) == fetched
+
+
+# -- caps and a directory with sha256 -----------------------------------------------------------
+def test_directory_src_is_verified_against_its_tree_digest(tmp_path):
+    src = tmp_path / "scale"
+    (src / "1").mkdir(parents=True)
+    (src / "1" / "model.py").write_text("K = 1\n")
+    first = ModelArtifact(params(tmp_path, src=str(src)), statvfs_free=plenty).run()
+    tree = first["source_id"].split(":", 1)[1]
+    again = ModelArtifact(params(tmp_path, src=str(src), sha256=tree, version=2), statvfs_free=plenty).run()
+    assert again["changed"] is True and again["source_id"] == first["source_id"]
+    with pytest.raises(ArtifactError, match="sha256 mismatch for the directory .*tree digest"):
+        ModelArtifact(params(tmp_path, src=str(src), sha256="2" * 64, version=3), statvfs_free=plenty).run()
+
+
+def test_unpacking_caps_have_real_model_defaults_and_can_be_raised(tmp_path):
+    assert ARGUMENT_SPEC["max_unpacked_mb"]["default"] == 8192
+    assert ARGUMENT_SPEC["max_members"]["default"] == 20000
+    archive = tmp_path / "many.tgz"
+    archive.write_bytes(tar_bytes({f"1/f{i}": "x" * 100 for i in range(30)}))
+    with pytest.raises(ArtifactError, match="more than 20 members"):
+        ModelArtifact(params(tmp_path, src=str(archive), max_members=20), statvfs_free=plenty).run()
+    assert not (tmp_path / "artifacts" / "scale").exists()
+    result = ModelArtifact(params(tmp_path, src=str(archive), max_members=30, max_unpacked_mb=1),
+                           statvfs_free=plenty).run()
+    assert len(result["files"]) == 30
+    with pytest.raises(ArtifactError, match="max_members must be at least 1"):
+        ModelArtifact(params(tmp_path, src=str(archive), max_members=0), statvfs_free=plenty).run()
+
+
+def test_image_layers_share_one_byte_cap(tmp_path, http_server):
+    http_server.registry = {}
+    one = layer({"models/scale/1/a.bin": b"a" * 700_000})
+    two = layer({"models/scale/1/b.bin": b"b" * 700_000})
+    publish(http_server, "edgeai/models-scale", "1", [one, two])
+    registry = http_server.url.split("://", 1)[1]
+    p = params(tmp_path, image=f"{registry}/edgeai/models-scale:1", registry_username="robot",
+               registry_password="s3cret", max_unpacked_mb=1)
+    with pytest.raises(ArtifactError, match="unpacks to more than 1 MiB"):
+        ModelArtifact(dict(p), statvfs_free=plenty, registry_scheme="http").run()
+    assert not (tmp_path / "artifacts" / "scale").exists()
+    assert ModelArtifact(dict(p, max_unpacked_mb=2), statvfs_free=plenty, registry_scheme="http").run()["changed"]
