@@ -58,10 +58,15 @@ demo: lab-up
 test: lint sanity unit images integration molecule
 	@echo "make test: every suite passed"
 
+# galaxy-check: galaxy-importer (what Galaxy runs on an upload) on the built tarball, offline, and
+# antsibull-docs lint-collection-docs on its docs; role-readmes: the role READMEs match their
+# meta/argument_specs.yml (run scripts/role-readmes to rewrite them).
 lint: venv
-	ruff check plugins tests images benchmarks molecule scripts/demo-release
+	ruff check plugins tests images benchmarks molecule scripts/demo-release scripts/role-readmes scripts/check-demo-run
 	ansible-lint --profile production
 	antsibull-changelog lint
+	$(BIN)/python scripts/role-readmes --check
+	tests/sanity/galaxy-check
 	@echo "lint: passed"
 
 sanity: venv
@@ -103,5 +108,7 @@ $(VENV)/.bench-installed: benchmarks/requirements.txt $(VENV)/.installed
 bench: host venv $(BENCH_VENV)/.installed $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/run.py
 
+# One tarball in the checkout (execution-environment.yml takes exactly one edgeai-fleet-*.tar.gz).
 build: venv
+	rm -f edgeai-fleet-*.tar.gz
 	ansible-galaxy collection build --force --output-path .
