@@ -40,7 +40,7 @@ def ansible_env(**extra):
 
 def generator(*args, cwd=REPO):
     return subprocess.run([sys.executable, str(GENERATOR), *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=ansible_env())
+                          cwd=cwd, env=ansible_env(), check=False)
 
 
 def specs(role, roles_dir=REPO / "roles"):
@@ -69,7 +69,7 @@ def test_every_role_has_a_readme_that_matches_its_argument_specs():
 @pytest.mark.parametrize("role", ROLES)
 def test_readme_lists_every_entry_point_and_variable(role):
     text = (REPO / "roles" / role / "README.md").read_text(encoding="utf-8")
-    _, generated, _ = split_readme(text)
+    generated = split_readme(text)[1]
     for entry_point, spec in specs(role).items():
         assert f"### Entry point `{entry_point}`" in generated
         for name in spec.get("options") or {}:
@@ -95,7 +95,7 @@ def _add_option(roles_dir, role, entry_point, name, spec):
 
 def test_check_fails_on_a_new_option_and_a_rewrite_adds_it_keeping_the_prose(roles_copy):
     readme = roles_copy / "webhook" / "README.md"
-    before, _, after = split_readme(readme.read_text())
+    before, dummy, after = split_readme(readme.read_text())
     _add_option(roles_copy, "webhook", "main", "webhook_new_knob",
                 {"type": "int", "default": 7, "description": "A new knob, see O(webhook_api_url)."})
 
@@ -110,7 +110,7 @@ def test_check_fails_on_a_new_option_and_a_rewrite_adds_it_keeping_the_prose(rol
     assert "webhook/README.md: rewritten" in write.stdout
     text = readme.read_text()
     assert "| `webhook_new_knob` | int |  | `7` | A new knob, see `webhook_api_url`. |" in text
-    new_before, _, new_after = split_readme(text)
+    new_before, dummy, new_after = split_readme(text)
     assert (new_before, new_after) == (before, after)
     assert generator("--check", "--roles-dir", roles_copy).returncode == 0
 
@@ -186,7 +186,7 @@ def test_broken_markup_is_reported_with_its_place(roles_copy):
 
 def example_playbook(role):
     text = (REPO / "roles" / role / "README.md").read_text(encoding="utf-8")
-    _, _, after = split_readme(text)
+    after = split_readme(text)[2]
     match = re.search(r"^## Example playbook\n+```yaml\n(.*?)^```$", after, re.M | re.S)
     assert match, f"roles/{role}/README.md: no '## Example playbook' with a yaml block after the generated part"
     return match.group(1)
@@ -212,7 +212,7 @@ def test_example_playbook_uses_the_role_with_its_own_variables(role):
     calls = [c for c in _role_calls(plays) if c[0] == f"{FQCN}.{role}"]
     assert calls, f"the example playbook of {role} does not use {FQCN}.{role}"
     entry_points = specs(role)
-    for _, entry_point, role_vars, play_vars in calls:
+    for _role_name, entry_point, role_vars, play_vars in calls:
         options = entry_points[entry_point].get("options") or {}
         unknown = set(role_vars) - set(options)
         assert not unknown, f"{role}:{entry_point}: the example sets variables the role does not take: {unknown}"
@@ -228,7 +228,7 @@ def test_example_playbooks_pass_syntax_check(tmp_path):
         playbook = tmp_path / f"{role}.yml"
         playbook.write_text(example_playbook(role))
         result = subprocess.run([BIN / "ansible-playbook", "--syntax-check", "-i", str(inventory), str(playbook)],
-                                capture_output=True, text=True, cwd=REPO, env=ansible_env())
+                                capture_output=True, text=True, cwd=REPO, env=ansible_env(), check=False)
         assert result.returncode == 0, f"{role}: {result.stdout}{result.stderr}"
 
 
@@ -269,7 +269,7 @@ def relative_links(markdown):
     text = re.sub(r"^```.*?^```", "", markdown, flags=re.M | re.S)   # code blocks hold no links
     text = re.sub(r"`[^`\n]*`", "", text)                             # nor code spans
     for match in LINK.finditer(text):
-        target = next(g for g in match.groups() if g)
+        target = [g for g in match.groups() if g][0]
         if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("//"):
             continue  # a URL (https:, mailto:) is not resolved inside the tarball
         yield target
@@ -282,7 +282,7 @@ def broken_links(files):
     for name in sorted(n for n in names if n.endswith(".md")):
         text = files[name].decode("utf-8")
         for target in relative_links(text):
-            path, _, anchor = target.partition("#")
+            path, dummy, anchor = target.partition("#")
             resolved = os.path.normpath(str(PurePosixPath(name).parent / path)) if path else name
             if resolved.startswith("../") or (resolved not in names and resolved not in dirs):
                 problems.append(f"{name}: {target} (not in the tarball)")
