@@ -36,5 +36,15 @@ options:
   token:
     description:
       - Bearer token sent as C(Authorization) header, for servers that require one.
+      - Sent only over https, or over plain http to a loopback address of the device (the
+        default O(url)), unless O(allow_insecure_credentials) is set.
     type: str
+  allow_insecure_credentials:
+    description:
+      - Send O(token) over plain http to a server that is not on the device's loopback.
+        Anyone on the network between the device and the server can then read the token.
+      - Without it such a request fails before anything is sent.
+    type: bool
+    default: false
+    version_added: 0.1.0
 """

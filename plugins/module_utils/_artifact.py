@@ -8,7 +8,6 @@ unpack them safely and stage them atomically as ``<dest>/<model>/<version>/``.""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -31,7 +30,12 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._archive import (
     tree_digest,
     tree_listing,
 )
-from ansible_collections.edgeai.fleet.plugins.module_utils._download import Downloader
+from ansible_collections.edgeai.fleet.plugins.module_utils._download import (
+    Downloader,
+    check_credentials,
+    shown_url,
+    url_credentials,
+)
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError, EdgeAIError
 from ansible_collections.edgeai.fleet.plugins.module_utils._events import EVENTS_ARGS, EventPoster
 from ansible_collections.edgeai.fleet.plugins.module_utils._http import Throttle  # noqa: F401 - imported from here too
@@ -48,10 +52,13 @@ ARGUMENT_SPEC = dict(
     name=dict(type="str", required=True),
     version=dict(type="int", required=True),
     dest=dict(type="path", default="/var/lib/edgeai/artifacts"),
-    url=dict(type="str"),
+    # no_log: a presigned URL or one with user:pass@ is a credential; results show it redacted
+    url=dict(type="str", no_log=True),
     sha256=dict(type="str"),
     headers=dict(type="dict", default={}, no_log=True),
     url_token=dict(type="str", no_log=True),
+    allow_insecure_credentials=dict(type="bool", default=False),
+    registry_auth_hosts=dict(type="list", elements="str", default=[]),
     src=dict(type="path"),
     image=dict(type="str"),
     image_path=dict(type="str"),
@@ -194,6 +201,8 @@ class ModelArtifact:
                 raise ArtifactError("url must be https:// (or http:// where sha256 is the only protection)")
             if not p.get("sha256"):
                 raise ArtifactError("sha256 is required with url")
+            # refused here too, so that check mode says so before anything would be sent
+            check_credentials(p["url"], url_credentials(p), p.get("allow_insecure_credentials", False))
 
     def _source(self):
         """(kind, id) of the source: cheap to compute, equal when bytes are equal."""
@@ -222,7 +231,9 @@ class ModelArtifact:
         self._registry = RegistryClient(registry, p.get("registry_username"), p.get("registry_password"),
                                         p["validate_certs"], p.get("ca_path"), p["timeout"],
                                         scheme=self._registry_scheme, opener=self._open,
-                                        rate_limit=p["rate_limit"])
+                                        rate_limit=p["rate_limit"], retries=p.get("retries", 3),
+                                        allow_insecure_credentials=p.get("allow_insecure_credentials", False),
+                                        auth_hosts=p.get("registry_auth_hosts") or ())
         self._repository = repository
         digest, manifest = self._registry.image_manifest(repository, reference)
         self._image_manifest = manifest
@@ -235,14 +246,9 @@ class ModelArtifact:
             downloads = os.path.join(p["dest"], ".downloads")
             os.makedirs(downloads, mode=0o700, exist_ok=True)
             part = os.path.join(downloads, p["sha256"] + ".part")
-            headers = dict(p.get("headers") or {})
-            if p.get("url_token"):
-                headers["Authorization"] = "Bearer {}".format(p["url_token"])
-            elif p.get("url_username"):
-                raw = "{}:{}".format(p["url_username"], p["url_password"]).encode()
-                headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
-            loader = Downloader(headers, p["validate_certs"], p.get("ca_path"), p["timeout"], p["retries"],
-                                opener=self._open, rate_limit=p["rate_limit"])
+            loader = Downloader(url_credentials(p), p["validate_certs"], p.get("ca_path"), p["timeout"],
+                                p["retries"], opener=self._open, rate_limit=p["rate_limit"],
+                                allow_insecure_credentials=p.get("allow_insecure_credentials", False))
             info = loader.fetch(p["url"], part, p["sha256"], self._space("the download"))
             self._cleanup.append(part)
             return part, p["format"], info["bytes"], info["resumed"]
@@ -451,6 +457,7 @@ def run_module(module_cls):
     module = module_cls(argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE,
                         required_one_of=REQUIRED_ONE_OF, required_together=REQUIRED_TOGETHER,
                         required_by=REQUIRED_BY, supports_check_mode=True)
+    url = shown_url(module)  # the redacted url, for the result and failures
     # Within a rollout (events set), a staging failure is the deployment's failure: say so.
     events = EventPoster(module.params.get("events"), module.params["name"], module.params["version"])
     try:
@@ -459,10 +466,15 @@ def run_module(module_cls):
         if not module.check_mode:
             events.post("deploy_failed", previous_version=(module.params["protect_versions"] or [None])[0],
                         reason=f"staging failed: {exc.msg}")
-        module.fail_json(msg=exc.msg, events_undelivered=events.undelivered, **exc.details)
+        details = dict(exc.details)
+        if url:
+            details.setdefault("url", url)
+        module.fail_json(msg=exc.msg, events_undelivered=events.undelivered, **details)
     except OSError as exc:
         if not module.check_mode:
             events.post("deploy_failed", previous_version=(module.params["protect_versions"] or [None])[0],
                         reason=f"staging failed: {exc}")
         module.fail_json(msg=f"model_artifact failed: {exc}", events_undelivered=events.undelivered)
+    if url:
+        result["url"] = url
     module.exit_json(**result)

@@ -2,50 +2,97 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 #
 # PRIVATE to the edgeai.fleet collection: not a public API, may change without notice.
-"""Resumable downloads (HTTP Range) for edgeai.fleet.model_artifact."""
+"""Resumable downloads (HTTP Range) for edgeai.fleet.model_artifact, on the one HTTP layer
+(plugins/module_utils/_http.py): its retry policy, redirects without credentials to other
+hosts, no credentials over plain http, redacted messages, the throttled chunk reader."""
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import time
-from urllib.error import HTTPError, URLError
 
 from ansible.module_utils.urls import open_url
-from ansible_collections.edgeai.fleet.plugins.module_utils._archive import CHUNK, sha256_file
-from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError
-from ansible_collections.edgeai.fleet.plugins.module_utils._http import Throttle
-from ansible_collections.edgeai.fleet.plugins.module_utils._http import redact_url as _redact
+from ansible_collections.edgeai.fleet.plugins.module_utils._archive import sha256_file
+from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactFetchError, CredentialError, HTTPError
+from ansible_collections.edgeai.fleet.plugins.module_utils._http import (
+    NO_RETRY,
+    Client,
+    RetryPolicy,
+    Throttle,
+    basic_auth,
+    copy_body,
+    redact_url,
+    require_secure_credentials,
+    split_userinfo,
+    url_secrets,
+)
+
+# How the credentials of a download are named in a refusal.
+CREDENTIALS = "the artifact's credentials (url_token, url_username/url_password, headers, user:pass@ in url)"
+
+
+def url_credentials(params):
+    """The credential headers of model_artifact's ``url``: ``headers`` (all of them: the
+    option is secret), then ``url_token`` as a bearer token or ``url_username``/``url_password``
+    as basic auth."""
+    credentials = dict(params.get("headers") or {})
+    if params.get("url_token"):
+        credentials["Authorization"] = "Bearer {}".format(params["url_token"])
+    elif params.get("url_username"):
+        credentials["Authorization"] = basic_auth(params["url_username"], params.get("url_password"))
+    return credentials
+
+
+def shown_url(module, name="url"):
+    """The redacted form of the module's ``name`` option for its results and messages (None
+    without one). The option is no_log, so Ansible masks its value everywhere; a URL with
+    nothing secret in it (no user:pass@, no signature or token parameter, no fragment) is
+    unmasked again, and the secret parts of any other are masked wherever they appear."""
+    url = module.params.get(name)
+    if not url:
+        return None
+    shown = redact_url(url)
+    if shown == url:
+        module.no_log_values.discard(url)
+    else:
+        module.no_log_values.update(s for s in url_secrets(url) if len(s) >= 6)
+    return shown
+
+
+def check_credentials(url, headers=None, allow_insecure=False):
+    """Refuse, before anything is fetched, a download that would send credentials (any of
+    ``headers``, or a ``user:pass@`` in ``url``) over plain http to another machine."""
+    if headers or split_userinfo(url)[1]:
+        require_secure_credentials(url, CREDENTIALS, allow_insecure=allow_insecure)
 
 
 class Downloader:
     """Downloads into ``<part>`` and resumes with an HTTP Range request when the part
-    file already holds bytes (from an earlier attempt or an earlier run)."""
+    file already holds bytes (from an earlier attempt or an earlier run).
+
+    ``headers`` are all treated as credentials (the module's ``headers`` option is secret):
+    they go only to the URL's own scheme, host and port, over https or loopback http
+    unless ``allow_insecure_credentials``; a redirect elsewhere is followed without them."""
 
     def __init__(self, headers=None, validate_certs=True, ca_path=None, timeout=60.0,
-                 retries=3, backoff=1.0, opener=open_url, sleep=time.sleep, rate_limit=0):
-        self.headers = dict(headers or {})
+                 retries=3, backoff=1.0, opener=open_url, sleep=time.sleep, rate_limit=0,
+                 allow_insecure_credentials=False, retry=None):
+        self.credentials = dict(headers or {})
         self.rate_limit = rate_limit
-        self.validate_certs = validate_certs
-        self.ca_path = ca_path
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-        self._open = opener
+        self.allow_insecure_credentials = allow_insecure_credentials
         self._sleep = sleep
-
-    def _get(self, url, offset):
-        headers = dict(self.headers)
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        return self._open(url, headers=headers, method="GET", timeout=self.timeout,
-                          validate_certs=self.validate_certs, ca_path=self.ca_path,
-                          follow_redirects="safe", unredirected_headers=["Authorization"])
+        self.retry = retry if retry is not None else RetryPolicy(retries, backoff, sleep=sleep)
+        self.http = Client(timeout=timeout, validate_certs=validate_certs, ca_path=ca_path, retry=NO_RETRY,
+                           allow_insecure_credentials=allow_insecure_credentials, opener=opener,
+                           error=ArtifactFetchError, what="the artifact store",
+                           secrets=[v for v in self.credentials.values() if isinstance(v, str)])
 
     def fetch(self, url, part, sha256, space_check=None):
         """Download ``url`` into ``part`` and verify its sha256. Returns a dict with
         ``bytes`` (transferred now), ``resumed`` and ``attempts``."""
+        shown = redact_url(url)
+        check_credentials(url, self.credentials, self.allow_insecure_credentials)
         attempts = 0
         transferred = 0
         resumed = False
@@ -54,29 +101,34 @@ class Downloader:
             offset = os.path.getsize(part) if os.path.exists(part) else 0
             attempts += 1
             try:
-                resp = self._get(url, offset)
-            except HTTPError as exc:
-                if exc.code == 416 and offset:
-                    # the server has nothing past our offset: the part may already be whole
-                    if sha256_file(part) == sha256:
-                        return {"bytes": transferred, "resumed": True, "attempts": attempts}
-                    os.unlink(part)
+                resp = self.http.request("GET", url, headers={"Range": f"bytes={offset}-"} if offset else None,
+                                         credentials=self.credentials, follow_redirects=True, stream=True,
+                                         what_credentials=CREDENTIALS)
+            except CredentialError:
+                raise
+            except HTTPError as exc:  # no answer
+                if getattr(exc, "retryable", False) and self.retry.again(attempts):
                     continue
-                if exc.code >= 500 and attempts <= self.retries:
-                    self._sleep(self.backoff * attempts)
+                raise self.http.fail(f"download of {shown} failed after {attempts} attempts: {exc.msg}",
+                                     url=url) from None
+            status = resp.status
+            if status == 416 and offset:
+                resp.close()
+                # the server has nothing past our offset: the part may already be whole
+                if sha256_file(part) == sha256:
+                    return {"bytes": transferred, "resumed": True, "attempts": attempts}
+                os.unlink(part)
+                continue
+            if status >= 400:
+                resp.close()
+                if self.retry.retryable_status(status) and \
+                        self.retry.again(attempts, self.retry.retry_after(resp.header("Retry-After"))):
                     continue
-                raise ArtifactError(f"download of {_redact(url)} failed: HTTP {exc.code} {exc.reason}",
-                                    status=exc.code) from exc
-            except (TimeoutError, URLError, ConnectionError, http.client.HTTPException) as exc:
-                if attempts <= self.retries:
-                    self._sleep(self.backoff * attempts)
-                    continue
-                reason = getattr(exc, "reason", exc)
-                raise ArtifactError(f"download of {_redact(url)} failed after {attempts} attempts: {reason}") from exc
-            status = resp.getcode()
+                raise self.http.fail(f"download of {shown} failed: HTTP {status} {resp.reason}".rstrip(),
+                                     status=status, url=url)
             mode = "wb"
             if status == 206 and offset:
-                start = _content_range_start(resp.headers.get("Content-Range"))
+                start = _content_range_start(resp.header("Content-Range"))
                 if start != offset:
                     resp.close()
                     os.unlink(part)
@@ -84,36 +136,27 @@ class Downloader:
                 mode = "ab"
                 resumed = True
             elif status != 200:
-                raise ArtifactError(f"download of {_redact(url)} failed: unexpected HTTP {status}")
-            length = resp.headers.get("Content-Length")
+                resp.close()
+                raise self.http.fail(f"download of {shown} failed: unexpected HTTP {status}", status=status, url=url)
+            length = resp.header("Content-Length")
             length = int(length) if length and length.isdigit() else None
-            if space_check is not None and length is not None:
-                space_check(length)
-            written = 0
-            complete = False
-            throttle = Throttle(self.rate_limit, sleep=self._sleep)
-            with open(part, mode) as out:
-                while True:
-                    try:
-                        block = resp.read(CHUNK)
-                    except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
-                        error = exc
-                        break
-                    if not block:
-                        complete = length is None or written == length
-                        error = f"connection closed after {written} of {length} bytes"
-                        break
-                    out.write(block)
-                    written += len(block)
-                    throttle.take(len(block))
+            try:
+                if space_check is not None and length is not None:
+                    space_check(length)
+                throttle = Throttle(self.rate_limit, sleep=self._sleep)
+                with open(part, mode) as out:
+                    written, error = copy_body(resp.raw, out, throttle)
+            finally:
+                resp.close()
             transferred += written
-            resp.close()
+            complete = error is None and (length is None or written == length)
             if not complete:
-                if attempts <= self.retries:
-                    self._sleep(self.backoff * attempts)
+                if error is None:
+                    error = f"connection closed after {written} of {length} bytes"
+                if self.retry.again(attempts):
                     continue
-                raise ArtifactError(f"download of {_redact(url)} interrupted after {attempts} attempts: {error}",
-                                    partial_bytes=os.path.getsize(part))
+                raise self.http.fail(f"download of {shown} interrupted after {attempts} attempts: {error}", url=url,
+                                     partial_bytes=os.path.getsize(part))
             actual = sha256_file(part)
             if actual == sha256:
                 return {"bytes": transferred, "resumed": resumed, "attempts": attempts}
@@ -123,8 +166,8 @@ class Downloader:
                 restarted = True
                 resumed = False
                 continue
-            raise ArtifactError(f"sha256 mismatch for {_redact(url)}: expected {sha256}, got {actual}",
-                                expected_sha256=sha256, actual_sha256=actual)
+            raise self.http.fail(f"sha256 mismatch for {shown}: expected {sha256}, got {actual}", url=url,
+                                 expected_sha256=sha256, actual_sha256=actual)
 
 
 def _content_range_start(value):

@@ -19,13 +19,33 @@ class EdgeAIError(Exception):
         self.details = details
 
 
-class ServerError(EdgeAIError):
+class HTTPError(EdgeAIError):
+    """An HTTP exchange failed: the peer could not be reached, or answered with a status the
+    caller does not accept. ``status`` is None when no answer came; ``url`` is redacted (no
+    credentials, no signatures); ``body`` is the answer's body, never put in ``details``.
+    Raised by plugins/module_utils/_http.py, whose messages name no credential."""
+
+    def __init__(self, msg, status=None, url=None, body=None, **details):
+        super().__init__(msg, status=status, **details)
+        self.status = status
+        self.url = url
+        self.body = body
+
+
+class CredentialError(HTTPError):
+    """Credentials were not sent: plain http to another machine, a redirect to another
+    host or scheme, a token realm outside the registry's host. Nothing was sent."""
+
+
+class ServerError(HTTPError):
     """The inference server answered with an error status or could not be reached."""
 
     def __init__(self, msg, status=None, body=None, **details):
-        super().__init__(msg, status=status, **details)
-        self.status = status
-        self.body = body
+        super().__init__(msg, status=status, body=body, **details)
+
+
+class WebhookError(HTTPError):
+    """The event API could not be reached, or answered in a way the caller cannot use."""
 
 
 class WaitTimeout(EdgeAIError):
@@ -34,6 +54,10 @@ class WaitTimeout(EdgeAIError):
 
 class ArtifactError(EdgeAIError):
     """A model artifact could not be fetched, verified, unpacked or staged."""
+
+
+class ArtifactFetchError(ArtifactError, HTTPError):
+    """A download or a registry request for a model artifact failed."""
 
 
 class UnsafeArchiveError(ArtifactError):

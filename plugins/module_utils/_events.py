@@ -12,9 +12,10 @@ never a reason to fail the deployment: the model change itself already happened.
 from __future__ import annotations
 
 import json
-from urllib.error import HTTPError, URLError
 
 from ansible.module_utils.urls import open_url
+from ansible_collections.edgeai.fleet.plugins.module_utils._errors import HTTPError
+from ansible_collections.edgeai.fleet.plugins.module_utils._http import NO_RETRY, Client
 
 # The ``events`` option of the modules that post them (documented in the doc fragment
 # edgeai.fleet._events).
@@ -63,16 +64,18 @@ class EventPoster:
             "data": {"model": self.model, "version": self.version if version is None else version,
                      "previous_version": previous_version, "run_id": o["run_id"], "reason": reason},
         }
-        headers = {"Content-Type": "application/json"}
         token = self._token()
-        if token:
-            headers["Authorization"] = "Bearer " + token
+        # The relay listens on the device's loopback: its token never goes over plain http
+        # to another machine (such an event is counted as undelivered, nothing is sent).
+        client = Client(timeout=o.get("timeout") or 10.0, retry=NO_RETRY, opener=self._open,
+                        what="the event relay", secrets=[token])
         try:
-            resp = self._open(o["url"].rstrip("/") + "/v1/events", data=json.dumps(event).encode("utf-8"),
-                              method="POST", headers=headers, timeout=o.get("timeout") or 10.0,
-                              follow_redirects="none")
-            ok = resp.getcode() in (200, 201, 202)
-        except (HTTPError, URLError, OSError, ValueError):
+            resp = client.request("POST", o["url"].rstrip("/") + "/v1/events", data=json.dumps(event).encode("utf-8"),
+                                  headers={"Content-Type": "application/json"},
+                                  credentials={"Authorization": "Bearer " + token} if token else None,
+                                  what_credentials="the relay token (events.token_file)")
+            ok = resp.status in (200, 201, 202)
+        except (HTTPError, OSError, ValueError):
             ok = False
         (self.delivered if ok else self.undelivered).append(event_type)
         return ok

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-from urllib.error import HTTPError, URLError
 from urllib.parse import quote
 
 from ansible.module_utils.urls import open_url
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ServerError
+from ansible_collections.edgeai.fleet.plugins.module_utils._http import Client, RetryPolicy, error_text
 
 # Connection options shared by every module that talks to an inference server. Documented
 # once in the doc fragment edgeai.fleet._inference_server; merged into argument specs with
@@ -25,6 +25,7 @@ INFERENCE_SERVER_ARGS = dict(
     validate_certs=dict(type="bool", default=True),
     ca_path=dict(type="path"),
     token=dict(type="str", no_log=True),
+    allow_insecure_credentials=dict(type="bool", default=False),
 )
 
 
@@ -35,66 +36,54 @@ def inference_server_argument_spec(**extra):
 
 
 def _error_text(body):
-    try:
-        data = json.loads(body)
-        if isinstance(data, dict) and "error" in data:
-            return str(data["error"])
-    except ValueError:
-        pass
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-    return text.strip()[:500]
+    return error_text(body)
 
 
 class InferenceClient:
-    """One inference server reached over HTTP(S)."""
+    """One inference server reached over HTTP(S), on the one HTTP layer
+    (plugins/module_utils/_http.py). The token goes over https, or plain http to the
+    device's loopback (where the server listens by default), unless
+    ``allow_insecure_credentials``. No retries by default: the callers poll (waiters,
+    health probes) and a model load is not repeated behind their back."""
 
     def __init__(self, url="http://127.0.0.1:8000", timeout=30.0, validate_certs=True,
-                 ca_path=None, token=None, opener=open_url):
+                 ca_path=None, token=None, opener=open_url, allow_insecure_credentials=False, retries=0):
         self.base = url.rstrip("/")
         self.timeout = timeout
         self.validate_certs = validate_certs
         self.ca_path = ca_path
         self.token = token
-        self._open = opener
+        self.http = Client(timeout=timeout, validate_certs=validate_certs, ca_path=ca_path,
+                           retry=RetryPolicy(retries), allow_insecure_credentials=allow_insecure_credentials,
+                           opener=opener, error=ServerError, what="the server", secrets=[token])
 
     @classmethod
     def from_params(cls, params):
         return cls(url=params["url"], timeout=params["timeout"],
                    validate_certs=params["validate_certs"], ca_path=params.get("ca_path"),
-                   token=params.get("token"))
+                   token=params.get("token"),
+                   allow_insecure_credentials=bool(params.get("allow_insecure_credentials")))
 
     # -- transport -------------------------------------------------------------------
     def request(self, method, path, body=None, ok=(200,), timeout=None):
         """Send a request; return ``(status, parsed JSON or None)``.
 
-        Statuses outside ``ok`` raise ServerError with the server's error text."""
+        Statuses outside ``ok`` raise ServerError with the server's error text; a token
+        that may not be sent raises CredentialError (not a ServerError: no probe takes it
+        for a server that is down)."""
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        url = self.base + path
-        try:
-            resp = self._open(url, data=data, method=method, headers=headers,
-                              timeout=timeout or self.timeout,
-                              validate_certs=self.validate_certs, ca_path=self.ca_path,
-                              follow_redirects="none")
-            status = resp.getcode()
-            raw = resp.read()
-        except HTTPError as exc:
-            status = exc.code
-            try:
-                raw = exc.read()
-            except Exception:  # pylint: disable=broad-except
-                raw = b""
-        except (TimeoutError, URLError, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ServerError(f"{method} {url}: cannot reach the server: {reason}") from exc
+        credentials = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        # transport failures raise ServerError (the client's error type), refusals CredentialError
+        resp = self.http.request(method, self.base + path, data=data, headers=headers, credentials=credentials,
+                                 timeout=timeout or self.timeout, what_credentials="the inference server token (token)")
+        status, raw = resp.status, resp.read()
         if status not in ok:
-            raise ServerError(f"{method} {path}: HTTP {status}: {_error_text(raw)}",
-                              status=status, body=raw)
+            raise self.http.fail(f"{method} {path}: HTTP {status}: {_error_text(raw)}", status=status, body=raw,
+                                 url=self.base + path)
         if not raw:
             return status, None
         try:

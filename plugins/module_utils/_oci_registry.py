@@ -2,25 +2,45 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 #
 # PRIVATE to the edgeai.fleet collection: not a public API, may change without notice.
-"""A reader of OCI registries (distribution HTTP API v2): manifests and blobs."""
+"""A reader of OCI registries (distribution HTTP API v2): manifests and blobs, with basic
+auth or bearer tokens, on the one HTTP layer (plugins/module_utils/_http.py).
+
+The registry's credentials go to the registry and, to get a bearer token, to a token realm
+on the registry's own host (or a host the caller allows); never over plain http to another
+machine, never along a redirect to another host (blob downloads are often redirected to a
+storage service: those requests carry no credentials)."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
 import platform
 import re
-from urllib.error import HTTPError, URLError
+import time
 from urllib.parse import urlencode
 
 from ansible.module_utils.urls import open_url
-from ansible_collections.edgeai.fleet.plugins.module_utils._archive import CHUNK
-from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError
-from ansible_collections.edgeai.fleet.plugins.module_utils._http import Throttle
+from ansible_collections.edgeai.fleet.plugins.module_utils._errors import (
+    ArtifactError,
+    ArtifactFetchError,
+    CredentialError,
+    HTTPError,
+)
+from ansible_collections.edgeai.fleet.plugins.module_utils._http import (
+    Client,
+    RetryPolicy,
+    Throttle,
+    basic_auth,
+    copy_body,
+    origin,
+    redact_url,
+    require_secure_credentials,
+)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# How the registry's credentials are named in a refusal.
+CREDENTIALS = "the registry's credentials (registry_username/registry_password, or its token)"
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
          "armv7l": "arm", "armv6l": "arm"}
 MANIFEST_TYPES = (
@@ -60,48 +80,65 @@ def _auth_challenge(header):
 
 class RegistryClient:
     """Reads manifests and blobs from a registry (distribution HTTP API v2), with basic
-    auth or bearer tokens (fetched from the realm the registry names)."""
+    auth or bearer tokens fetched from the realm the registry names, when that realm is
+    on the registry's host or in ``auth_hosts`` (host or host:port), over https (or
+    loopback http; any http with ``allow_insecure_credentials``)."""
 
     def __init__(self, registry, username=None, password=None, validate_certs=True,
-                 ca_path=None, timeout=60.0, scheme="https", opener=open_url, rate_limit=0):
+                 ca_path=None, timeout=60.0, scheme="https", opener=open_url, rate_limit=0,
+                 retries=3, backoff=1.0, sleep=time.sleep, allow_insecure_credentials=False, auth_hosts=()):
+        self.registry = registry
         self.base = f"{scheme}://{registry}"
+        self.host = origin(self.base)[1]
+        self.auth_hosts = [str(h).strip().lower() for h in (auth_hosts or ()) if str(h).strip()]
         self.rate_limit = rate_limit
         self.username = username
         self.password = password
-        self.validate_certs = validate_certs
-        self.ca_path = ca_path
-        self.timeout = timeout
-        self._open = opener
+        self.allow_insecure_credentials = allow_insecure_credentials
+        self._sleep = sleep
+        self.retry = RetryPolicy(retries, backoff, sleep=sleep)
+        self.http = Client(timeout=timeout, validate_certs=validate_certs, ca_path=ca_path, retry=self.retry,
+                           allow_insecure_credentials=allow_insecure_credentials, opener=opener,
+                           error=ArtifactFetchError, what=f"registry {registry}", secrets=[password])
         self._auth = None
 
-    def _basic(self):
-        raw = (f"{self.username}:{self.password}").encode()
-        return "Basic " + base64.b64encode(raw).decode("ascii")
-
-    def _call(self, url, headers):
-        return self._open(url, headers=headers, method="GET", timeout=self.timeout,
-                          validate_certs=self.validate_certs, ca_path=self.ca_path,
-                          follow_redirects="safe", unredirected_headers=["Authorization"])
-
     def get(self, path, accept=None):
+        """GET ``path`` of the registry, answering one auth challenge; returns the streamed
+        :class:`Response` of a 200."""
         url = self.base + path
         for _dummy in range(2):
-            headers = {}
-            if accept:
-                headers["Accept"] = accept
-            if self._auth:
-                headers["Authorization"] = self._auth
-            try:
-                return self._call(url, headers)
-            except HTTPError as exc:
-                if exc.code == 401 and self._authenticate(exc.headers.get("WWW-Authenticate")):
-                    continue
-                raise ArtifactError(f"registry {self.base}: GET {path}: HTTP {exc.code} {exc.reason}",
-                                    status=exc.code) from exc
-            except (TimeoutError, URLError, ConnectionError) as exc:
-                reason = getattr(exc, "reason", exc)
-                raise ArtifactError(f"registry {self.base} unreachable: {reason}") from exc
+            headers = {"Accept": accept} if accept else {}
+            credentials = {"Authorization": self._auth} if self._auth else {}
+            resp = self.http.request("GET", url, headers=headers, credentials=credentials, follow_redirects=True,
+                                     stream=True, what_credentials=CREDENTIALS)
+            if resp.status == 401 and self._authenticate(resp.header("WWW-Authenticate")):
+                resp.close()
+                continue
+            if resp.status != 200:
+                resp.close()
+                raise self.http.fail(f"registry {self.base}: GET {path}: HTTP {resp.status} {resp.reason}".rstrip(),
+                                     status=resp.status, url=url)
+            return resp
         raise ArtifactError(f"registry {self.base} refused the credentials for {path}")
+
+    def _auth_host_allowed(self, realm):
+        dummy, host, port = origin(realm)
+        return host == self.host or host in self.auth_hosts or f"{host}:{port}" in self.auth_hosts
+
+    def _check_realm(self, realm):
+        """A token realm must be an http(s) URL on the registry's host (or an allowed one),
+        and https unless it is on loopback or plain http is allowed; nothing is sent otherwise."""
+        scheme, host, dummy = origin(realm)
+        shown = redact_url(realm)
+        if scheme not in ("http", "https") or not host:
+            raise CredentialError(f"registry {self.registry} names a token realm that is not an http(s) URL "
+                                  f"({shown}); refused", url=shown)
+        if not self._auth_host_allowed(realm):
+            raise CredentialError(
+                f"registry {self.registry} sends us to {host} for a token ({shown}), a host that is not the "
+                f"registry's own; refused, nothing was sent there. If you trust {host} to issue tokens for this "
+                "registry, add it to registry_auth_hosts", url=shown)
+        require_secure_credentials(realm, "a registry token request", allow_insecure=self.allow_insecure_credentials)
 
     def _authenticate(self, header):
         if self._auth and self._auth.startswith("Basic"):
@@ -110,22 +147,29 @@ class RegistryClient:
         if scheme == "basic":
             if not self.username:
                 raise ArtifactError(f"registry {self.base} wants credentials (registry_username/registry_password)")
-            self._auth = self._basic()
+            self._auth = basic_auth(self.username, self.password)
             return True
         if scheme == "bearer" and params.get("realm"):
             if self._auth and self._auth.startswith("Bearer"):
                 return False
+            realm = params["realm"]
+            self._check_realm(realm)
             query = dict((k, v) for k, v in params.items() if k in ("service", "scope"))
-            url = params["realm"] + ("?" + urlencode(query) if query else "")
-            headers = {"Authorization": self._basic()} if self.username else {}
+            url = realm + (("&" if "?" in realm else "?") + urlencode(query) if query else "")
+            credentials = {"Authorization": basic_auth(self.username, self.password)} if self.username else {}
             try:
-                resp = self._call(url, headers)
-                data = json.loads(resp.read())
-            except (TimeoutError, HTTPError, URLError, ValueError) as exc:
-                raise ArtifactError("registry token from {} failed: {}".format(params["realm"], exc)) from exc
-            token = data.get("token") or data.get("access_token")
+                resp = self.http.request("GET", url, credentials=credentials, follow_redirects=True, ok=(200,),
+                                         what_credentials=CREDENTIALS)
+            except CredentialError:
+                raise
+            except HTTPError as exc:
+                raise self.http.fail(f"registry token from {redact_url(realm)} failed: {exc.msg}", status=exc.status,
+                                     url=realm) from None
+            data = resp.json()
+            token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
             if not token:
-                raise ArtifactError("registry token endpoint {} returned no token".format(params["realm"]))
+                raise ArtifactError(f"registry token endpoint {redact_url(realm)} returned no token")
+            self.http.secrets.add(token)
             self._auth = "Bearer " + token
             return True
         return False
@@ -141,7 +185,7 @@ class RegistryClient:
             data = json.loads(raw)
         except ValueError:
             raise ArtifactError(f"registry returned a manifest that is not JSON for {repository}") from None
-        media = data.get("mediaType") or resp.headers.get("Content-Type", "").split(";")[0]
+        media = data.get("mediaType") or resp.header("Content-Type", "").split(";")[0]
         return digest, media, data
 
     def image_manifest(self, repository, reference, arch=None):
@@ -163,24 +207,32 @@ class RegistryClient:
         return digest, data
 
     def blob(self, repository, digest, path, space_check=None):
-        """Download a blob into ``path`` and verify it against its digest."""
+        """Download a blob into ``path`` and verify it against its digest; a transfer cut
+        short is tried again under the retry policy."""
         algo, dummy, expected = digest.partition(":")
         if algo != "sha256" or not _SHA256.match(expected):
             raise ArtifactError(f"unsupported blob digest {digest!r}")
-        resp = self.get(f"/v2/{repository}/blobs/{digest}")
-        length = resp.headers.get("Content-Length")
-        if space_check is not None and length and length.isdigit():
-            space_check(int(length))
-        hasher = hashlib.sha256()
-        throttle = Throttle(self.rate_limit)
-        with open(path, "wb") as out:
-            while True:
-                block = resp.read(CHUNK)
-                if not block:
-                    break
-                hasher.update(block)
-                out.write(block)
-                throttle.take(len(block))
+        attempt = 0
+        while True:
+            attempt += 1
+            resp = self.get(f"/v2/{repository}/blobs/{digest}")
+            length = resp.header("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            hasher = hashlib.sha256()
+            try:
+                if space_check is not None and length is not None:
+                    space_check(length)
+                with open(path, "wb") as out:
+                    written, error = copy_body(resp.raw, out, Throttle(self.rate_limit, sleep=self._sleep), hasher)
+            finally:
+                resp.close()
+            if error is None and (length is None or written == length):
+                break
+            if not self.retry.again(attempt):
+                os.unlink(path)
+                reason = error or f"connection closed after {written} of {length} bytes"
+                raise self.http.fail(f"blob {digest} of {repository}: transfer interrupted after {attempt} attempts: "
+                                     f"{reason}", url=self.base)
         if hasher.hexdigest() != expected:
             os.unlink(path)
             raise ArtifactError(f"blob {digest} of {repository} failed verification (got sha256:{hasher.hexdigest()})")

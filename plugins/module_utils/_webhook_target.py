@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlsplit
 
+from ansible_collections.edgeai.fleet.plugins.module_utils._errors import HTTPError
 from ansible_collections.edgeai.fleet.plugins.module_utils._webhook import (
     WebhookClient,
-    WebhookError,
     make_event,
 )
 
@@ -87,6 +87,7 @@ class WebhookTarget:
             timeout=self.params["timeout"],
             retries=self.params["retries"],
             retry_delay=self.params["retry_delay"],
+            allow_insecure_credentials=self.params["allow_insecure_http"],
         )
         self.path = "/v1/devices/" + quote(self.params["device_id"], safe="")
 
@@ -113,8 +114,8 @@ class WebhookTarget:
     def _call(self, method, path, **kwargs):
         try:
             return self.client.request(method, path, **kwargs)
-        except WebhookError as exc:
-            self.fail(str(exc), attempts=self.client.attempts)
+        except HTTPError as exc:  # unreachable, or the token refused to plain http
+            self.fail(exc.msg, attempts=self.client.attempts)
 
     def _unexpected(self, method, status, body):
         kind = "refused the request" if status is not None and 400 <= status < 500 else "failed"

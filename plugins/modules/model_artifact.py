@@ -56,7 +56,13 @@ options:
       - https URL of the artifact (a tar, tar.gz, zip or single model file). Needs O(sha256).
       - An interrupted download is resumed with an HTTP Range request, within the run (O(retries))
         and in the next run (the partial file is kept in C(<dest>/.downloads/)).
-      - http URLs are accepted; then only O(sha256) protects the bytes.
+      - http URLs are accepted; then only O(sha256) protects the bytes, and no credential
+        (O(url_token), O(url_username)/O(url_password), O(headers), C(user:pass@) in the URL) is
+        sent over them to another machine unless O(allow_insecure_credentials) is set.
+      - A redirect is followed; one to another scheme, host or port carries none of those
+        credentials (a store that redirects to presigned storage URLs works unchanged).
+      - Not logged, as it may be presigned or hold C(user:pass@). The result returns it as RV(url),
+        with credentials redacted.
     type: str
   sha256:
     description:
@@ -67,12 +73,25 @@ options:
         the copy is checked again after copying.
     type: str
   headers:
-    description: Extra HTTP headers for O(url) (not logged).
+    description:
+      - Extra HTTP headers for O(url) (not logged). They are treated as credentials (see O(url)).
     type: dict
     default: {}
   url_token:
     description: Bearer token for O(url) (not logged).
     type: str
+  allow_insecure_credentials:
+    description:
+      - Send the credentials of O(url) (O(url_token), O(url_username)/O(url_password), O(headers),
+        C(user:pass@) in the URL) over plain http to another machine, and the registry's
+        credentials (O(registry_username)/O(registry_password), its tokens) to a registry or token
+        realm over plain http. Anyone on the network can then read them.
+      - Without it such a request fails before anything is sent (also in check mode). Plain http to
+        the device's own loopback (C(127.0.0.1), C(::1), C(localhost)) never leaves the device and is
+        allowed either way.
+    type: bool
+    default: false
+    version_added: 0.1.0
   src:
     description:
       - Path ON THE DEVICE of an archive, a single model file or a directory. To ship a file from
@@ -94,6 +113,18 @@ options:
   registry_password:
     description: Password for the registry (not logged).
     type: str
+  registry_auth_hosts:
+    description:
+      - Hosts (C(host) or C(host:port)) besides the registry's own that may issue its bearer tokens.
+        A registry answers a request with a token realm, a URL the client asks for a token with the
+        registry's credentials; a realm on any other host is refused and nothing is sent there, so a
+        hostile or compromised registry cannot collect the credentials elsewhere.
+      - The realm must use https either way (plain http only on the device's loopback, or with
+        O(allow_insecure_credentials)).
+    type: list
+    elements: str
+    default: []
+    version_added: 0.1.0
   format:
     description: What the file at O(url) or O(src) is; C(auto) detects zip, tar (any compression) or a single file.
     type: str
@@ -237,6 +268,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+url:
+  description:
+    - O(url) with its credentials redacted (C(user:pass@) and the values of signature, token and key
+      query parameters become C(REDACTED)).
+  returned: when O(url) is given
+  type: str
+  sample: https://models.example.internal/detector/3/detector.tar.gz?X-Amz-Signature=REDACTED
 path:
   description: Folder the version is staged in.
   returned: always
