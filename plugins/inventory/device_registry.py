@@ -468,4 +468,3 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 self._set_composite_vars(compose, hostvars, host, strict=strict)
                 self._add_host_to_composed_groups(groups, hostvars, host, strict=strict)
                 self._add_host_to_keyed_groups(keyed_groups, hostvars, host, strict=strict)
-

@@ -477,13 +477,13 @@ class _TarInfo(tarfile.TarInfo):
     """Refuses pax and GNU long-name headers too big to be names before tarfile reads them
     into memory."""
 
-    def _proc_gnulong(self, tarfile_):
+    def _proc_gnulong(self, tarfile):  # pylint: disable=redefined-outer-name
         self._check_header_size()
-        return super()._proc_gnulong(tarfile_)
+        return super()._proc_gnulong(tarfile)
 
-    def _proc_pax(self, tarfile_):
+    def _proc_pax(self, tarfile):  # pylint: disable=redefined-outer-name
         self._check_header_size()
-        return super()._proc_pax(tarfile_)
+        return super()._proc_pax(tarfile)
 
     def _check_header_size(self):
         if self.size > MAX_HEADER_BYTES:

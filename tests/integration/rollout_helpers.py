@@ -39,10 +39,12 @@ def run_playbook(lab: dict[str, Any], playbook: str, *args: str) -> subprocess.C
     )
 
 
-def demo_release(version: int, failing_groups: tuple[str, ...] = (), *, https: bool = False) -> Path:
-    """Release file of demo version `version`; https: artifacts from the lab's artifact store."""
+def demo_release(version: int, failing_groups: tuple[str, ...] = (), *, https: bool = False,
+                 name: str = "detector") -> Path:
+    """Release file of demo version `version`; https: artifacts from the lab's artifact store;
+    name: the demo model under another name (a second model on the same devices)."""
     out = subprocess.run([str(BIN / "python"), "scripts/demo-release", "--failing", *(["--https"] if https else []),
-                          str(version)],
+                          "--name", name, str(version)],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
     release_file = Path(out[0])
     if not failing_groups:
@@ -62,14 +64,14 @@ def read_report(tmp_path: Path) -> dict[str, Any]:
     return json.loads(reports[0].read_text())
 
 
-def served_version(lab_ssh, device: str, platform: str) -> float:
+def served_version(lab_ssh, device: str, platform: str, model: str = "detector") -> float:
     """The factor the device's server multiplies by: its served version of the demo model."""
     if platform == "jetson":
         body = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [4], "data": INPUT}]}
     else:
         body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": INPUT}]}
     result = lab_ssh(device, "curl -sf -H 'Content-Type: application/json' --data-binary @- "
-                     "http://127.0.0.1:8000/v2/models/detector/infer", input=json.dumps(body))
+                     f"http://127.0.0.1:8000/v2/models/{model}/infer", input=json.dumps(body))
     data = json.loads(result.stdout)["outputs"][0]["data"]
     factors = {round(y / x, 3) for x, y in zip(INPUT, data, strict=True)}
     assert len(factors) == 1, data

@@ -87,7 +87,7 @@ PLAYBOOKS = {
         mode: "0644"
       delegate_to: localhost
 """,
-    # the staging step of model_deploy, on its own (no inference server needed)
+    # the staging step of model_deploy, on its own (its declared entry point: no inference server needed)
     "stage.yml": """
 - name: Stage an https artifact as model_deploy does
   hosts: "{{ targets | default('cache_site') }}"
@@ -96,20 +96,19 @@ PLAYBOOKS = {
     - name: Stage it
       ansible.builtin.include_role:
         name: edgeai.fleet.model_deploy
-        tasks_from: stage.yml
+        tasks_from: stage
       vars:
         model_deploy_name: site-cache-test
         model_deploy_version: "{{ version }}"
         model_deploy_artifact: {url: "{{ url }}", sha256: "{{ sha256 }}"}
         model_deploy_artifacts_dir: /var/lib/edgeai-site-cache-test
         model_deploy_artifact_ca_path: /usr/local/share/ca-certificates/edgeai-lab-ca.crt
-        _model_deploy_version_before: null
 
     - name: Record where it came from
       ansible.builtin.copy:
         content: >-
-          {{ {'artifact_url': site_cache_client.artifact_url, 'warning': site_cache_client.warning,
-              'bytes': _model_deploy_staged.downloaded_bytes} | to_json }}
+          {{ {'fetched_from': model_deploy_result.fetched_from, 'warning': model_deploy_result.warnings | join('; '),
+              'bytes': model_deploy_result.downloaded_bytes, 'result': model_deploy_result.result} | to_json }}
         dest: "{{ record_dir }}/stage-{{ inventory_hostname }}.json"
         mode: "0644"
       delegate_to: localhost
@@ -344,8 +343,8 @@ def test_four_devices_fetch_each_artifact_slice_once(site):
                                "-e", f"sha256={digest}", "-e", "version=1")
         assert all(recap[d]["failed"] == 0 for d in DEVICES)
         sources = _sources(site["workdir"], "stage")
-        assert all(s["bytes"] == len(payload) and s["artifact_url"].startswith("https://10.213.")
-                   for s in sources.values()), sources
+        assert all(s["result"] == "staged" and s["bytes"] == len(payload)
+                   and s["fetched_from"].startswith("https://10.213.") for s in sources.values()), sources
 
         served = _served_artifact(lab, offset, site["source"], name)
         ranges = sorted(r["range"] for r in served)
@@ -383,7 +382,8 @@ def test_a_device_falls_back_to_the_centre_when_the_cache_is_down(site, registry
                                "-e", f"sha256={hashlib.sha256(payload).hexdigest()}", "-e", "version=2",
                                "-e", f"targets={device}")
         source = _sources(site["workdir"], "stage")[device]
-        assert source["warning"] and source["artifact_url"] == lab["artifacts"]["url"] + "/"
+        assert source["warning"].startswith("site cache did not deliver https://10.213."), source
+        assert source["fetched_from"] == f"{lab['artifacts']['url']}/{name}" and source["result"] == "staged"
         served = _served_artifact(lab, offsets[1], site["source"], name)
         assert [(r["range"], r["bytes"]) for r in served] == [(None, len(payload))]  # whole, not in slices
     finally:

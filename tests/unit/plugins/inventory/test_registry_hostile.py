@@ -78,7 +78,7 @@ HOSTILE_VARS = [
 ]
 
 
-@pytest.mark.parametrize(('key', 'value'), HOSTILE_VARS, ids=[k for k, _ in HOSTILE_VARS])
+@pytest.mark.parametrize(('key', 'value'), HOSTILE_VARS, ids=[pair[0] for pair in HOSTILE_VARS])
 def test_file_vars_may_not_set_ansible_variables(write_fleet, load_inventory, key, value):
     config = write_fleet([device(2), device(1, vars={'edge_device_root': '/opt/x', key: value})])
     with pytest.raises(AnsibleError, match=refused(key)) as err:
@@ -279,7 +279,7 @@ API_HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize(('key', 'value'), API_HOSTILE, ids=[k for k, _ in API_HOSTILE])
+@pytest.mark.parametrize(('key', 'value'), API_HOSTILE, ids=[pair[0] for pair in API_HOSTILE])
 def test_api_vars_may_not_set_ansible_variables(registry_api, write_fleet, load_inventory, key, value):
     registry_api.state.devices = [device(2), device(1, vars={key: value})]
     with pytest.raises(AnsibleError, match=rf"{refused(key)}.*allow_ansible_vars"):

@@ -398,7 +398,7 @@ def test_directory_src_with_a_wrong_sha256_is_refused(tmp_path, outside):
 def test_extract_zip_chain_into_a_plain_destination(tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
-    archive = write(tmp_path, "chain.zip", zip_blob([("e", "symlink", "a/b/c/d/../../../../x"),
-                                                      ("a/b/c/d", "symlink", "../../..")]))
+    members = [("e", "symlink", "a/b/c/d/../../../../x"), ("a/b/c/d", "symlink", "../../..")]
+    archive = write(tmp_path, "chain.zip", zip_blob(members))
     with pytest.raises(UnsafeArchiveError, match="'e' .* resolves outside the destination"):
         extract_zip(archive, str(dest))
