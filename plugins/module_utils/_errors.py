@@ -26,7 +26,9 @@ class HTTPError(EdgeAIError):
     Raised by plugins/module_utils/_http.py, whose messages name no credential."""
 
     def __init__(self, msg, status=None, url=None, body=None, **details):
-        super().__init__(msg, status=status, **details)
+        if status is not None:
+            details["status"] = status
+        super().__init__(msg, **details)
         self.status = status
         self.url = url
         self.body = body
@@ -42,6 +44,7 @@ class ServerError(HTTPError):
 
     def __init__(self, msg, status=None, body=None, **details):
         super().__init__(msg, status=status, body=body, **details)
+        self.details["status"] = status  # always reported, as before
 
 
 class WebhookError(HTTPError):

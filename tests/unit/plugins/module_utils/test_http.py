@@ -377,3 +377,43 @@ def test_a_throttled_download_from_a_server_waits_in_proportion(servers):
     assert (written, error) == (len(payload), None)
     assert 2.9 <= clock.now <= 3.0
 
+
+
+# -- every client on this layer -----------------------------------------------------------
+def test_every_client_reports_failures_without_credentials(servers, tmp_path):
+    from ansible_collections.edgeai.fleet.plugins.module_utils._download import Downloader
+    from ansible_collections.edgeai.fleet.plugins.module_utils._inference_client import InferenceClient
+    from ansible_collections.edgeai.fleet.plugins.module_utils._oci_registry import RegistryClient
+    from ansible_collections.edgeai.fleet.plugins.module_utils._webhook import WebhookClient
+
+    echo = servers.start(routes={"*": lambda req: (500, {"Content-Type": "application/json"}, json.dumps(
+        {"error": "denied: " + req.headers.get("Authorization", "") + " " + req.path}).encode())})
+    gone = servers.start()
+    dead = f"127.0.0.1:{gone.port}"
+    gone.shutdown()
+    gone.server_close()
+    query = f"?X-Amz-Signature={SIG}&token={TOKEN}"
+    part = str(tmp_path / "m.part")
+    bearer = {"Authorization": "Bearer " + TOKEN}
+    calls = {
+        "inference, unreachable": lambda: InferenceClient(url=f"http://robot:{PASSWORD}@{dead}", token=TOKEN,
+                                                          timeout=2).server_metadata(),
+        "inference, error echoing the token": lambda: InferenceClient(url=echo.url, token=TOKEN).server_metadata(),
+        "event API, unreachable": lambda: WebhookClient(f"http://robot:{PASSWORD}@{dead}", token=TOKEN, retries=0,
+                                                        timeout=2).request("GET", "/v1/devices/d1" + query),
+        "download, unreachable": lambda: Downloader(bearer, retries=0, timeout=2).fetch(
+            f"http://robot:{PASSWORD}@{dead}/m.tgz{query}", part, "0" * 64),
+        "download, error status": lambda: Downloader(bearer, retries=0).fetch(echo.url + "/m.tgz" + query, part,
+                                                                              "0" * 64),
+        "registry, unreachable": lambda: RegistryClient(dead, "robot", PASSWORD, scheme="http", retries=0,
+                                                        timeout=2).manifest("m", "1"),
+        "registry, error status": lambda: RegistryClient(echo.url.split("://")[1], "robot", PASSWORD, scheme="http",
+                                                         retries=0).manifest("m", "1"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(HTTPError) as caught:
+            call()
+        exc = caught.value
+        text = " ".join([str(exc), exc.msg, str(exc.url), repr(exc.details)])
+        for secret in (PASSWORD, TOKEN, SIG):
+            assert secret not in text, (name, text)
