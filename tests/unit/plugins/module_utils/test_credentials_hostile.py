@@ -27,7 +27,7 @@ import trustme
 import yaml
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.testing import patch_module_args
-from ansible_collections.edgeai.fleet.plugins.module_utils import _webhook
+from ansible_collections.edgeai.fleet.plugins.module_utils import _events, _inference_model, _webhook, _webhook_target
 from ansible_collections.edgeai.fleet.plugins.module_utils._artifact import ARGUMENT_SPEC, ModelArtifact
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import EdgeAIError
 from ansible_collections.edgeai.fleet.plugins.module_utils._events import EventPoster
@@ -315,8 +315,8 @@ NOT_SECRET = {
     "coral_apt_key": "the ASCII-armored public signing key of Coral's apt repository",
     "jetpack_apt_key": "the ASCII-armored public signing key of NVIDIA's apt repository",
 }
-# ...and names that say where a secret is, not what it is.
-REFERENCE = re.compile(r"_(file|path|url)$")
+# ...and names that say where a secret is or who may read it, not what it is.
+REFERENCE = re.compile(r"_(file|path|url|dir|group|owner|mode)$")
 
 
 def secret_options(options, prefix=""):
@@ -343,7 +343,6 @@ def test_every_secret_role_variable_is_no_log():
 
 
 def test_every_secret_module_option_is_no_log_and_url_too():
-    from ansible_collections.edgeai.fleet.plugins.module_utils import _events, _inference_model, _webhook_target
     missing = []
     for module, spec in (("model_artifact", ARGUMENT_SPEC), ("inference_model", _inference_model.ARGUMENT_SPEC),
                          ("webhook_target", _webhook_target.ARGUMENT_SPEC),

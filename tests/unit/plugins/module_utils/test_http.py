@@ -15,6 +15,7 @@ from email.utils import formatdate
 
 import pytest
 import trustme
+from ansible_collections.edgeai.fleet.plugins.module_utils._download import Downloader
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import (
     ArtifactFetchError,
     CredentialError,
@@ -37,6 +38,9 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._http import (
     split_userinfo,
     url_secrets,
 )
+from ansible_collections.edgeai.fleet.plugins.module_utils._inference_client import InferenceClient
+from ansible_collections.edgeai.fleet.plugins.module_utils._oci_registry import RegistryClient
+from ansible_collections.edgeai.fleet.plugins.module_utils._webhook import WebhookClient
 from loopback_http import LoopbackNames, Servers, header_values
 
 TOKEN = "tok-7f3a9c51e2"
@@ -381,11 +385,6 @@ def test_a_throttled_download_from_a_server_waits_in_proportion(servers):
 
 # -- every client on this layer -----------------------------------------------------------
 def test_every_client_reports_failures_without_credentials(servers, tmp_path):
-    from ansible_collections.edgeai.fleet.plugins.module_utils._download import Downloader
-    from ansible_collections.edgeai.fleet.plugins.module_utils._inference_client import InferenceClient
-    from ansible_collections.edgeai.fleet.plugins.module_utils._oci_registry import RegistryClient
-    from ansible_collections.edgeai.fleet.plugins.module_utils._webhook import WebhookClient
-
     echo = servers.start(routes={"*": lambda req: (500, {"Content-Type": "application/json"}, json.dumps(
         {"error": "denied: " + req.headers.get("Authorization", "") + " " + req.path}).encode())})
     gone = servers.start()
