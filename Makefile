@@ -30,7 +30,7 @@ host:
 	scripts/host-setup
 
 # The venv is rebuilt when a requirements file changes.
-$(VENV)/.installed: requirements/runtime.txt requirements/dev.txt $(wildcard images/*/pyproject.toml)
+$(VENV)/.installed: requirements/runtime.txt requirements/dev.txt requirements/builder.txt $(wildcard images/*/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON_FOR_VENV) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements/dev.txt

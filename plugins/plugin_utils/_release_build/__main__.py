@@ -1,0 +1,11 @@
+# Copyright: edgeai.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""python -m ansible_collections.edgeai.fleet.plugins.plugin_utils._release_build"""
+
+from __future__ import annotations
+
+import sys
+
+from ansible_collections.edgeai.fleet.plugins.plugin_utils._release_build._cli import main
+
+sys.exit(main())
