@@ -46,6 +46,7 @@ from webhook_receiver.testing import ReceiverProcess, free_port, wait_for_port, 
 
 SECRET = "bench-hmac-secret"
 TOKEN = "bench-api-token"
+LOCAL_TOKEN = "bench-local-api-token"  # the relay's local API token (local_token_file)
 
 
 def log(msg: str) -> None:
@@ -73,6 +74,7 @@ class Relay:
             "webhook_url": webhook_url,
             "secret_file": str(write_secret(work / "hmac_secret", SECRET)),
             "token_file": str(write_secret(work / "api_token", TOKEN)),
+            "local_token_file": str(write_secret(work / "local_token", LOCAL_TOKEN)),
             "listen_host": "127.0.0.1",
             "listen_port": self.port,
             "queue_path": str(work / "queue" / "queue.db"),
@@ -152,7 +154,8 @@ def post_events(
             body = json.dumps({"type": "bench.event", "id": event_id, "data": {"k": k}}).encode()
             t = time.perf_counter()
             try:
-                conn.request("POST", "/v1/events", body, {"Content-Type": "application/json"})
+                conn.request("POST", "/v1/events", body, {"Content-Type": "application/json",
+                                                          "Authorization": f"Bearer {LOCAL_TOKEN}"})
                 resp = conn.getresponse()
                 answer = json.loads(resp.read() or b"{}")
                 status = resp.status

@@ -31,6 +31,12 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
+# COPIED ON PURPOSE: the signing contract (docs/event-api.yaml) has a copy in each separately
+# shipped part: here (the collection's test event), images/event-relay/src/event_relay/signing.py
+# (the relay, which signs) and tests/lab/webhook_receiver/webhook_receiver/server.py (the lab's
+# receiver, which verifies). Change all three together. The Idempotency-Key is not signed: it
+# must be the ``id`` inside the signed body (ping() sends event["id"]), which receivers
+# de-duplicate on and which they refuse a different key for.
 def sign(secret, timestamp, body):
     """Hex HMAC-SHA256 over ``<timestamp>.<body>``; secret and body are bytes, timestamp a str."""
     return hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()

@@ -26,6 +26,7 @@ from webhook_receiver.testing import ReceiverProcess, free_port, http_json, wait
 
 pytestmark = pytest.mark.docker
 SECRET = "container-secret"
+LOCAL_TOKEN = "container-local-token"
 
 
 def docker(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -63,6 +64,7 @@ def test_container_keeps_acknowledged_events_across_kill(tmp_path, image):
         "device_id": "ctr-dev-01",
         "webhook_url": f"{receiver.base_url}/v1/events",
         "secret_file": "/run/secrets/event-relay/hmac_secret",
+        "local_token_file": "/run/secrets/event-relay/local_token",
         "listen_port": port,
         "backoff_initial_s": 0.05,
         "backoff_max_s": 0.5,
@@ -72,22 +74,28 @@ def test_container_keeps_acknowledged_events_across_kill(tmp_path, image):
     secret.write_text(SECRET + "\n")
     os.chown(secret, 10001, 10001)  # the image's relay user
     secret.chmod(0o600)
+    local_token = tmp_path / "local_token"
+    local_token.write_text(LOCAL_TOKEN + "\n")
+    os.chown(local_token, 10001, 10001)
+    local_token.chmod(0o600)
     try:
         docker("run", "-d", "--name", name, "--network", "host",
                "-v", f"{config}:/etc/event-relay/relay.yml:ro",
                "-v", f"{secret}:/run/secrets/event-relay/hmac_secret:ro",
+               "-v", f"{local_token}:/run/secrets/event-relay/local_token:ro",
                "-v", f"{volume}:/var/lib/event-relay", image)
         wait_for_port(port, timeout=30)
         user = docker("exec", name, "id", "-u").stdout.strip()
         assert user == "10001"
         cmdline = docker("inspect", "-f", "{{json .Config.Cmd}} {{json .Config.Entrypoint}}", name).stdout
-        assert SECRET not in cmdline
+        assert SECRET not in cmdline and LOCAL_TOKEN not in cmdline
 
         receiver.stop()  # the webhook is away: events wait in the queue on the volume
         acknowledged = []
         for i in range(20):
             event = {"type": "app.reading", "data": {"i": i}}
-            status, doc = http_json("POST", f"http://127.0.0.1:{port}/v1/events", event)
+            status, doc = http_json("POST", f"http://127.0.0.1:{port}/v1/events", event,
+                                    headers={"Authorization": f"Bearer {LOCAL_TOKEN}"})
             assert status == 202
             acknowledged.append(doc["id"])
         docker("kill", "-s", "KILL", name)

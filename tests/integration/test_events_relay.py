@@ -38,6 +38,7 @@ from webhook_receiver.testing import (  # noqa: E402
 
 SECRET = "integration-secret"
 TOKEN = "integration-token"
+LOCAL_TOKEN = "integration-local-token"  # the relay's local API (local_token_file)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
@@ -61,6 +62,7 @@ class RelayProcess:
             "webhook_url": webhook_url,
             "secret_file": str(write_secret(workdir / "hmac_secret", secret)),
             "token_file": str(write_secret(workdir / "api_token", token)),
+            "local_token_file": str(write_secret(workdir / "local_token", LOCAL_TOKEN)),
             "listen_port": self.port,
             "queue_path": str(workdir / "queue" / "queue.db"),
             "backoff_initial_s": 0.05,
@@ -91,7 +93,11 @@ class RelayProcess:
         self.proc = None
 
     def post(self, event: dict, timeout: float = 5.0) -> tuple[int, dict | None]:
-        return http_json("POST", self.url + "/v1/events", event, timeout=timeout)
+        return http_json("POST", self.url + "/v1/events", event, timeout=timeout,
+                         headers={"Authorization": f"Bearer {LOCAL_TOKEN}"})
+
+    def get(self, path: str) -> tuple[int, dict | None]:
+        return http_json("GET", self.url + path, headers={"Authorization": f"Bearer {LOCAL_TOKEN}"})
 
     def metrics(self) -> dict[str, float]:
         with urllib.request.urlopen(self.url + "/metrics", timeout=5) as response:
@@ -223,7 +229,7 @@ def test_refused_events_are_dead_lettered_and_reported(tmp_path, receiver):
         metrics = relay.metrics()
         assert metrics["edgeai_relay_dead_lettered_total"] == 1
         assert metrics["edgeai_relay_retried_total"] == 0  # a 4xx is not retried
-        status, parked = http_json("GET", relay.url + "/v1/dead-letters")
+        status, parked = relay.get("/v1/dead-letters")
         assert [p["id"] for p in parked["dead_letters"]] == [refused["id"]]
 
 
@@ -240,7 +246,7 @@ def test_bad_signature_is_rejected_and_treated_as_permanent(tmp_path, receiver):
         stats = receiver.stats()
         assert stats["rejected_invalid_signature"] == 8 and stats.get("accepted", 0) == 0
         assert "event refused by the webhook" in relay.log.read_text()
-        parked = http_json("GET", relay.url + "/v1/dead-letters")[1]
+        parked = relay.get("/v1/dead-letters")[1]
         assert {p["status"] for p in parked["dead_letters"]} == {401}
         assert all("invalid_signature" in p["reason"] for p in parked["dead_letters"])
 
@@ -304,10 +310,13 @@ def test_local_api_refuses_bad_events(tmp_path, receiver):
         assert later[1] == again[1]
         [deploy] = wait_until(lambda: receiver.events("deploy_finished"), 10, what="deploy event")
         assert deploy["source"] == "playbook" and deploy["id"] == "deploy-0001"
-        where = wait_until(lambda: http_json("GET", relay.url + "/v1/events/deploy-0001")[1]["state"]
+        where = wait_until(lambda: relay.get("/v1/events/deploy-0001")[1]["state"]
                            == "delivered", 10, what="delivered state")
         assert where
-        assert http_json("GET", relay.url + "/v1/events/never-sent-1")[0] == 404
+        assert relay.get("/v1/events/never-sent-1")[0] == 404
+        # Without the local token nothing is queued and nothing is read.
+        assert http_json("POST", relay.url + "/v1/events", {"type": "app.x", "source": "ansible"})[0] == 401
+        assert http_json("GET", relay.url + "/v1/dead-letters")[0] == 401
         # The id form the model_deploy role uses: <run id>.<host>.<type>
         assert relay.post({"type": "deploy_started", "source": "ansible",
                            "id": "20261127T1000.site-a-orin-01.deploy_started"})[0] == 202

@@ -13,19 +13,28 @@ def secret(tmp_path):
     return path
 
 
+@pytest.fixture
+def local_token(tmp_path):
+    path = tmp_path / "local_token"
+    path.write_text("local-api-token-0123456789\n")
+    path.chmod(0o600)
+    return path
+
+
 def write(tmp_path, text):
     path = tmp_path / "relay.yml"
     path.write_text(text)
     return str(path)
 
 
-def test_file_then_environment(tmp_path, secret):
+def test_file_then_environment(tmp_path, secret, local_token):
     path = write(tmp_path, f"device_id: d1\nwebhook_url: https://e.example/v1/events\nsecret_file: {secret}\n"
-                           "max_queue_events: 5\n")
+                           f"local_token_file: {local_token}\nmax_queue_events: 5\n")
     config = load_config(path, {"EDGEAI_RELAY_MAX_QUEUE_EVENTS": "7", "EDGEAI_RELAY_VERIFY_TLS": "false"})
     assert config.device_id == "d1" and config.max_queue_events == 7 and config.verify_tls is False
     assert config.secret == b"s3cret"
     assert "s3cret" not in repr(config)
+    assert config.local_token == "local-api-token-0123456789" and "local-api-token" not in repr(config)
 
 
 def test_secret_file_must_be_private(tmp_path, secret):

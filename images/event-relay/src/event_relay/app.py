@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from event_relay import __version__, logs
-from event_relay.api import RelayHTTPServer
+from event_relay.api import REJECT_REASONS, RelayHTTPServer
 from event_relay.config import Config
 from event_relay.delivery import Deliverer
 from event_relay.logs import fields
@@ -80,7 +80,11 @@ class Relay:
                [('{reason="queue_full"}', stats.get("dropped_queue_full", 0)),
                 ('{reason="expired"}', stats.get("dropped_expired", 0))])
         metric("edgeai_relay_rejected_total", "counter", "Local events refused before queueing.",
-               [(f'{{reason="{r}"}}', rejected.get(r, 0)) for r in ("invalid", "too_large", "queue_full")])
+               [(f'{{reason="{r}"}}', rejected.get(r, 0)) for r in REJECT_REASONS])
+        refused = dict(self.http.refused)
+        metric("edgeai_relay_connections_refused_total", "counter",
+               "Local connections over max_connections: answered 503 (busy) or closed at once (closed).",
+               [(f'{{reason="{r}"}}', refused.get(r, 0)) for r in ("busy", "closed")])
         metric("edgeai_relay_webhook_consecutive_failures", "gauge",
                "Failed delivery attempts since the last success.",
                [("", self.deliverer.consecutive_failures)])

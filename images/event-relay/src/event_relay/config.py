@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +23,8 @@ class Config:
     device_id: str = ""
     webhook_url: str = ""
     secret_file: str = "/run/secrets/event-relay/hmac_secret"
-    token_file: str = ""
+    token_file: str = ""  # the event API's bearer token, which the relay sends
+    local_token_file: str = "/run/secrets/event-relay/local_token"  # what local posters must send
     listen_host: str = "127.0.0.1"
     listen_port: int = 8780
     queue_path: str = "/var/lib/event-relay/queue.db"
@@ -30,6 +32,9 @@ class Config:
     max_queue_bytes: int = 64 * 1024 * 1024
     max_event_age_s: float = 7 * 24 * 3600.0
     max_event_bytes: int = 64 * 1024
+    max_json_depth: int = 32
+    max_connections: int = 16
+    client_timeout_s: float = 10.0
     overflow_policy: str = "drop_oldest"
     drop_report_interval_s: float = 10.0
     backoff_initial_s: float = 0.5
@@ -45,6 +50,7 @@ class Config:
     # Filled in by load_config, never from the file or the environment.
     secret: bytes = dataclasses.field(default=b"", repr=False)
     token: str = dataclasses.field(default="", repr=False)
+    local_token: str = dataclasses.field(default="", repr=False)
 
     def validate(self) -> None:
         if not self.device_id:
@@ -53,14 +59,23 @@ class Config:
             raise ConfigError("webhook_url must be an http:// or https:// URL")
         if self.overflow_policy not in ("drop_oldest", "reject_new"):
             raise ConfigError("overflow_policy must be drop_oldest or reject_new")
-        for name in ("max_queue_events", "max_queue_bytes", "max_event_bytes"):
+        for name in ("max_queue_events", "max_queue_bytes", "max_event_bytes", "max_connections"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.max_json_depth < 2:
+            raise ConfigError("max_json_depth must be at least 2 (an event with a data object)")
+        if self.client_timeout_s <= 0:
+            raise ConfigError("client_timeout_s must be positive")
+        if not self.local_token_file:
+            raise ConfigError("local_token_file is required: the local API takes events only from "
+                              "processes that send the token in it (role edgeai.fleet.webhook writes it)")
         if self.backoff_initial_s <= 0 or self.backoff_max_s < self.backoff_initial_s:
             raise ConfigError("need 0 < backoff_initial_s <= backoff_max_s")
 
 
-_SETTABLE = {f.name: f for f in dataclasses.fields(Config) if f.name not in ("secret", "token")}
+SECRETS = ("secret", "token", "local_token")
+_SETTABLE = {f.name: f for f in dataclasses.fields(Config) if f.name not in SECRETS}
+MIN_LOCAL_TOKEN = 16
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -105,13 +120,21 @@ def _read_file(path: str) -> dict[str, Any]:
     return data
 
 
-def read_secret_file(path: str, what: str) -> str:
-    """Read a secret from a file that only its owner may read (mode 0600 or stricter)."""
+def read_secret_file(path: str, what: str, group_may_read: bool = False) -> str:
+    """Read a secret from a file that only its owner may read (mode 0600 or stricter).
+
+    With ``group_may_read`` the file's group may read it too (mode 0640): the local API token,
+    which the device's own applications in that group send.
+    """
     try:
         info = os.stat(path)
     except OSError as exc:
         raise ConfigError(f"{what} file {path}: {exc.strerror}") from exc
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if group_may_read:
+        if info.st_mode & (stat.S_IWGRP | stat.S_IXGRP | stat.S_IRWXO):
+            raise ConfigError(f"{what} file {path} must not be readable by others nor writable by its "
+                              "group (mode 0600 or 0640)")
+    elif info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"{what} file {path} must not be readable by group or others (mode 0600)")
     try:
         value = Path(path).read_text().strip()
@@ -135,8 +158,9 @@ def load_config(path: str | None, environ: Mapping[str, str]) -> Config:
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
             name = key[len(ENV_PREFIX):].lower()
-            if name in ("secret", "token"):
-                raise ConfigError(f"{key}: secrets are read from files only (secret_file, token_file)")
+            if name in SECRETS:
+                raise ConfigError(f"{key}: secrets are read from files only "
+                                  "(secret_file, token_file, local_token_file)")
             if name not in _SETTABLE:
                 raise ConfigError(f"unknown environment variable {key}")
             values[name] = value
@@ -145,4 +169,8 @@ def load_config(path: str | None, environ: Mapping[str, str]) -> Config:
     config.secret = read_secret_file(config.secret_file, "secret").encode()
     if config.token_file:
         config.token = read_secret_file(config.token_file, "token")
+    config.local_token = read_secret_file(config.local_token_file, "local token", group_may_read=True)
+    if not re.fullmatch(rf"[\x21-\x7e]{{{MIN_LOCAL_TOKEN},}}", config.local_token):
+        raise ConfigError(f"local token file {config.local_token_file}: the token must be at least "
+                          f"{MIN_LOCAL_TOKEN} printable ASCII characters without spaces")
     return config

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import logging
+import math
 import random
 import ssl
 import threading
@@ -50,9 +51,10 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 class Deliverer(threading.Thread):
@@ -102,16 +104,29 @@ class Deliverer(threading.Thread):
             "User-Agent": f"edgeai-event-relay/{__version__}",
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(self.config.secret, timestamp, event.body),
+            # The key is the "id" inside the signed body: a receiver de-duplicates on that id and
+            # refuses a key that differs from it, so a replay under a new key is recognised.
             IDEMPOTENCY_HEADER: event.id,
         }
         if self.config.token:
             headers["Authorization"] = f"Bearer {self.config.token}"
         try:
             conn = self._connection()
-            conn.request("POST", self._path, body=event.body, headers=headers)
-            response = conn.getresponse()
+            broken = False
+            try:
+                conn.request("POST", self._path, body=event.body, headers=headers)
+            except OSError:
+                # A receiver may answer before it has read the body (a 413, a 401) and close the
+                # connection: sending fails, but its answer is there to read. Only without one is
+                # this a connection error (retried).
+                broken = True
+                response = self._early_answer(conn)
+                if response is None:
+                    raise
+            else:
+                response = conn.getresponse()
             payload = response.read(4096)
-            if response.will_close:
+            if broken or response.will_close or not response.isclosed():  # or more than we read
                 self._drop_connection()
         except (OSError, http.client.HTTPException) as exc:
             self._drop_connection()
@@ -119,6 +134,15 @@ class Deliverer(threading.Thread):
         kind = classify(response.status)
         reason = "" if kind == "delivered" else payload.decode("utf-8", "replace")[:300]
         return Outcome(kind, response.status, reason, _retry_after(response.getheader("Retry-After")))
+
+    @staticmethod
+    def _early_answer(conn: http.client.HTTPConnection) -> http.client.HTTPResponse | None:
+        if conn.sock is None:  # never connected
+            return None
+        try:
+            return conn.getresponse()
+        except (OSError, http.client.HTTPException):
+            return None
 
     # -- loop ---------------------------------------------------------------------
     def housekeeping(self, now: float) -> None:

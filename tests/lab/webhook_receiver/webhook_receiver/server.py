@@ -15,15 +15,20 @@ import sys
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from webhook_receiver.httpguard import BoundedHTTPServer, RequestError, content_length, parse_json, read_body
+
 LOG = logging.getLogger("webhook_receiver")
 
 DEVICE_PATH = re.compile(r"^/v1/devices/([A-Za-z0-9][A-Za-z0-9._-]{0,127})$")
-MAX_BODY = 1024 * 1024
+MAX_BODY = 1024 * 1024  # the default --max-body-bytes
+MAX_CONNECTIONS = 64  # the default --max-connections
+MAX_JSON_DEPTH = 64
+CLIENT_TIMEOUT_S = 15.0  # seconds a connection may stay silent, and to send a whole body
 REGISTRATION_FIELDS = {
     "site": str,
     "platform": str,
@@ -36,10 +41,18 @@ REGISTRATION_FIELDS = {
     "labels": dict,
 }
 MODES = ("ok", "fail", "slow", "drop")
+TIMESTAMP = re.compile(r"[0-9]{1,12}")  # unix seconds, ASCII digits
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    """HMAC-SHA256, hex, over ``<timestamp>.<body>``."""
+    """HMAC-SHA256, hex, over ``<timestamp>.<body>``.
+
+    COPIED ON PURPOSE: the signing contract (docs/event-api.yaml) has a copy in each separately
+    shipped part: here (the lab's receiver, which verifies), images/event-relay/src/event_relay/
+    signing.py (the relay, which signs) and plugins/module_utils/_webhook.py (the collection's
+    test event). Change all three together. The Idempotency-Key is not signed: the receiver
+    de-duplicates on the ``id`` inside the signed body and refuses a key that differs from it.
+    """
     return hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
@@ -127,20 +140,39 @@ class State:
 class Handler(BaseHTTPRequestHandler):
     server: ReceiverServer
     protocol_version = "HTTP/1.1"
+    # Errors found before the request line's version is read (garbage, a bare "GET") are answered
+    # with a status line too, not in the headerless HTTP/0.9 form.
+    default_request_version = "HTTP/1.0"
     disable_nagle_algorithm = True  # headers and body go out in separate writes
-    timeout = 60  # seconds a connection may stay silent
     server_version = "edgeai-webhook-receiver/0.1"
+
+    def setup(self) -> None:
+        self.timeout = self.server.client_timeout_s  # seconds a connection may stay silent
+        super().setup()
 
     # -- plumbing -------------------------------------------------------------------
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         LOG.debug(format % args, extra={"fields": {"client": self.client_address[0]}})
 
-    def _read_body(self) -> bytes | None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body_too_large", "body over 1 MiB")
+    def _read_body(self, required: bool = True) -> bytes | None:
+        """The request's body, bounded (see httpguard); None when it was refused (answered)."""
+        try:
+            length = content_length(self.headers, self.server.max_body, required=required)
+            return read_body(self.rfile, length, self.server.client_timeout_s) if length else b""
+        except RequestError as exc:
+            self._refuse(exc)
             return None
-        return self.rfile.read(length) if length else b""
+
+    def _json_body(self, body: bytes, default: bytes) -> Any:
+        """The body as JSON; raises RequestError (400) for bad or too deeply nested JSON."""
+        return parse_json(body or default, MAX_JSON_DEPTH)
+
+    def _refuse(self, exc: RequestError) -> None:
+        """Answer a refused request and close the connection (its body may be unread)."""
+        with self.server.state.lock:
+            self.server.state.bump("refused_" + exc.code)
+        self.close_connection = True
+        self._error(exc.status, exc.code, exc.message)
 
     def _send(self, status: int, payload: Any | None = None) -> None:
         body = b"" if payload is None else json.dumps(payload, sort_keys=True).encode()
@@ -148,6 +180,8 @@ class Handler(BaseHTTPRequestHandler):
         if payload is not None:
             self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)
@@ -155,13 +189,25 @@ class Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, code: str, message: str) -> None:
         self._send(status, {"error": code, "message": message})
 
+    def _no_body(self) -> bool:
+        """For requests that take no body: False (answered 400) when one was sent anyway."""
+        try:
+            if content_length(self.headers, 1 << 62, required=False):
+                raise RequestError(HTTPStatus.BAD_REQUEST, "unexpected_body", "this request takes no body")
+        except RequestError as exc:
+            self._refuse(exc)
+            return False
+        return True
+
     def _authorized(self) -> bool:
         token = self.server.token
         if token is None:
             return True
-        given = self.headers.get("Authorization", "")
-        if given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip(), token):
-            return True
+        values = self.headers.get_all("Authorization") or []
+        if len(values) == 1 and values[0].startswith("Bearer "):
+            # Header values are decoded as latin-1, so encoding them back is lossless.
+            if hmac.compare_digest(values[0][7:].strip().encode("latin-1"), token.encode()):
+                return True
         with self.server.state.lock:
             self.server.state.bump("rejected_auth")
         self._error(HTTPStatus.UNAUTHORIZED, "unauthorized", "missing or wrong bearer token")
@@ -201,6 +247,8 @@ class Handler(BaseHTTPRequestHandler):
     # -- verbs ----------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         path = urlsplit(self.path).path
+        if not self._no_body():
+            return
         if path.startswith("/_control"):
             self._control_get(path)
             return
@@ -223,16 +271,18 @@ class Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:  # noqa: N802
         path = urlsplit(self.path).path
         match = DEVICE_PATH.match(path)
+        body = self._read_body()
+        if body is None:
+            return
         if not match:
             self._error(HTTPStatus.NOT_FOUND, "not_found", path)
             return
-        body = self._read_body()
-        if body is None or not self._authorized() or self._fault_injected():
+        if not self._authorized() or self._fault_injected():
             return
         try:
-            doc = json.loads(body or b"null")
-        except ValueError:
-            self._error(HTTPStatus.BAD_REQUEST, "invalid_json", "body is not JSON")
+            doc = self._json_body(body, b"null")
+        except RequestError as exc:
+            self._error(exc.status, exc.code, exc.message)
             return
         problem = validate_registration(doc)
         if problem:
@@ -253,6 +303,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:  # noqa: N802
         path = urlsplit(self.path).path
+        if not self._no_body():
+            return
         match = DEVICE_PATH.match(path)
         if not match:
             self._error(HTTPStatus.NOT_FOUND, "not_found", path)
@@ -272,14 +324,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         path = urlsplit(self.path).path
+        body = self._read_body(required=not path.startswith("/_control"))  # curl -X POST .../reset
+        if body is None:
+            return
         if path.startswith("/_control"):
-            self._control_post(path)
+            self._control_post(path, body)
             return
         if path != "/v1/events":
             self._error(HTTPStatus.NOT_FOUND, "not_found", path)
-            return
-        body = self._read_body()
-        if body is None:
             return
         state = self.server.state
         with state.lock:
@@ -288,10 +340,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         timestamp = self.headers.get("X-Edgeai-Timestamp", "")
         signature = self.headers.get("X-Edgeai-Signature", "").strip().lower()
-        key = self.headers.get("Idempotency-Key", "").strip()
+        keys = self.headers.get_all("Idempotency-Key") or []
+        key = keys[0].strip() if len(keys) == 1 else ""
         if signature.startswith("sha256="):
             signature = signature[7:]
-        if not timestamp.isdigit() or not signature:
+        if not TIMESTAMP.fullmatch(timestamp) or not signature:
             self._reject("missing_signature", "X-Edgeai-Timestamp and X-Edgeai-Signature are required")
             return
         expected = sign(self.server.secret, timestamp, body)
@@ -306,12 +359,19 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.BAD_REQUEST, "missing_idempotency_key", "Idempotency-Key required")
             return
         try:
-            event = json.loads(body)
-        except ValueError:
-            self._error(HTTPStatus.BAD_REQUEST, "invalid_json", "body is not JSON")
+            event = self._json_body(body, b"")
+        except RequestError as exc:
+            self._error(exc.status, exc.code, exc.message)
             return
-        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-            self._error(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_event", "event needs a string 'type'")
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str) \
+                or not isinstance(event.get("id"), str):
+            self._error(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_event", "event needs a string 'type' and 'id'")
+            return
+        # The key is not signed; the body's id is. De-duplicating on a key that could differ from
+        # the id would take a captured body, replayed within the window under a new key, as a new
+        # event: the contract makes them equal, and a key that is not the id is refused.
+        if key != event["id"]:
+            self._reject_key(key, event["id"])
             return
         with state.lock:
             fresh = state.accept_event(key, event, timestamp)
@@ -321,6 +381,13 @@ class Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.ACCEPTED, {"status": "accepted", "idempotency_key": key})
         else:
             self._send(HTTPStatus.OK, {"status": "duplicate", "idempotency_key": key})
+
+    def _reject_key(self, key: str, event_id: str) -> None:
+        with self.server.state.lock:
+            self.server.state.bump("rejected_idempotency_key_mismatch")
+        LOG.warning("event rejected", extra={"fields": {"reason": "idempotency_key_mismatch"}})
+        self._error(HTTPStatus.BAD_REQUEST, "idempotency_key_mismatch",
+                    f"Idempotency-Key {key[:80]!r} is not the signed event's id {event_id[:80]!r}")
 
     def _reject(self, code: str, message: str) -> None:
         with self.server.state.lock:
@@ -344,15 +411,14 @@ class Handler(BaseHTTPRequestHandler):
             elif path == "/_control/stats":
                 stats = dict(state.stats)
                 stats["unique_events"] = len(state.events)
+                stats["connections_refused_busy"] = self.server.refused["busy"]
+                stats["connections_closed_busy"] = self.server.refused["closed"]
                 stats["registrations"] = len(state.registrations)
                 self._send(HTTPStatus.OK, stats)
             else:
                 self._error(HTTPStatus.NOT_FOUND, "not_found", path)
 
-    def _control_post(self, path: str) -> None:
-        body = self._read_body()
-        if body is None:
-            return
+    def _control_post(self, path: str, body: bytes) -> None:
         state = self.server.state
         if path == "/_control/reset":
             with state.lock:
@@ -363,24 +429,45 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, "not_found", path)
             return
         try:
-            doc = json.loads(body or b"{}")
-        except ValueError:
-            self._error(HTTPStatus.BAD_REQUEST, "invalid_json", "body is not JSON")
+            doc = self._json_body(body, b"{}")
+        except RequestError as exc:
+            self._error(exc.status, exc.code, exc.message)
             return
-        mode = doc.get("mode", "ok")
-        if mode not in MODES:
-            self._error(HTTPStatus.BAD_REQUEST, "invalid_mode", f"mode must be one of {MODES}")
+        control, problem = validate_control(doc)
+        if problem:
+            self._error(HTTPStatus.BAD_REQUEST, "invalid_control", problem)
             return
         with state.lock:
-            state.control = {
-                "mode": mode,
-                "status": int(doc.get("status", 503)),
-                "delay_s": float(doc.get("delay_s", 0)),
-                "count": None if doc.get("count") is None else int(doc["count"]),
-            }
+            state.control = control
             control = dict(state.control)
         LOG.info("control mode set", extra={"fields": control})
         self._send(HTTPStatus.OK, control)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_control(doc: Any) -> tuple[dict[str, Any], str | None]:
+    """A control mode from a POST /_control body, or why it cannot be used."""
+    if not isinstance(doc, dict):
+        return {}, "the body must be a JSON object"
+    unknown = sorted(set(doc) - {"mode", "status", "delay_s", "count"})
+    if unknown:
+        return {}, f"unknown fields: {', '.join(unknown)[:200]}"
+    mode = doc.get("mode", "ok")
+    status = doc.get("status", 503)
+    delay = doc.get("delay_s", 0)
+    count = doc.get("count")
+    if mode not in MODES:
+        return {}, f"mode must be one of {MODES}"
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        return {}, "status must be an HTTP status, an integer from 100 to 599"
+    if not _number(delay) or not 0 <= delay <= 600:
+        return {}, "delay_s must be a number of seconds from 0 to 600"
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+        return {}, "count must be a non-negative integer or null"
+    return {"mode": mode, "status": status, "delay_s": float(delay), "count": count}, None
 
 
 def validate_registration(doc: Any) -> str | None:
@@ -395,13 +482,13 @@ def validate_registration(doc: Any) -> str | None:
     return None
 
 
-class ReceiverServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class ReceiverServer(BoundedHTTPServer):
     def __init__(self, address: tuple[str, int], state: State, secret: bytes, token: str | None,
-                 replay_window_s: float) -> None:
-        super().__init__(address, Handler)
+                 replay_window_s: float, max_body: int | None = None,
+                 max_connections: int = MAX_CONNECTIONS, client_timeout_s: float = CLIENT_TIMEOUT_S) -> None:
+        super().__init__(address, Handler, max_connections=max_connections)
+        self.max_body = MAX_BODY if max_body is None else max_body
+        self.client_timeout_s = client_timeout_s
         self.state = state
         self.secret = secret
         self.token = token
@@ -426,6 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-key")
     parser.add_argument("--replay-window", type=float, default=300.0,
                         help="seconds a signed timestamp stays acceptable (default 300)")
+    parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY,
+                        help=f"larger request bodies are refused with 413 unread (default {MAX_BODY})")
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                        help=f"concurrent connections; more are answered 503 (default {MAX_CONNECTIONS})")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -438,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     state = State(args.state_dir)
     token = read_secret(args.token_file) if args.token_file else None
     server = ReceiverServer((args.host, args.port), state, read_secret(args.secret_file).encode(),
-                            token, args.replay_window)
+                            token, args.replay_window, max_body=args.max_body_bytes,
+                            max_connections=args.max_connections)
     scheme = "http"
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
