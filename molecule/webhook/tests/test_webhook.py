@@ -52,12 +52,25 @@ def test_registered_and_events_arrived(host):
     assert "relay.started" in types and "webhook.verify" in types and "webhook.test" in types
 
 
+POST = ("python3 -c \"import sys,urllib.request,urllib.error;h={'Authorization':'Bearer '+sys.argv[2]} "
+        "if sys.argv[2] else {};r=urllib.request.Request('http://127.0.0.1:8780/v1/events',"
+        "data=sys.argv[1].encode(),method='POST',headers=h)\ntry: print(urllib.request.urlopen(r).status)\n"
+        "except urllib.error.HTTPError as e: print(e.code)\" ")
+
+
+def test_the_local_api_needs_the_private_token(host):
+    token = host.file("/etc/edgeai/event-relay/local_token")
+    assert token.mode == 0o600 and token.uid == 10001
+    body = json.dumps({"type": "app.molecule", "source": "ansible"})
+    post = host.run(POST + f"'{body}' ''")
+    assert post.rc == 0 and post.stdout.strip() == "401", post.stderr
+
+
 def test_an_application_event_reaches_the_receiver(host):
     marker = f"mol-{int(time.time() * 1000)}"
     body = json.dumps({"type": "app.molecule", "id": marker, "data": {"n": 1}})
-    post = host.run("python3 -c \"import sys,urllib.request;r=urllib.request.Request("
-                    "'http://127.0.0.1:8780/v1/events',data=sys.argv[1].encode(),method='POST');"
-                    "print(urllib.request.urlopen(r).status)\" " + f"'{body}'")
+    token = host.file("/etc/edgeai/event-relay/local_token").content_string.strip()
+    post = host.run(POST + f"'{body}' '{token}'")
     assert post.rc == 0 and post.stdout.strip() == "202", post.stderr
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
