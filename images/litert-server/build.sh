@@ -21,6 +21,20 @@ ${PIP:-python3 -m pip} download --quiet --dest "$ctx/wheels" --find-links "$here
 cp -n "$ctx"/wheels/*.whl "$here/wheels/" 2>/dev/null || true
 # the package's own wheel, built from a copy so the source tree gets no build/ or egg-info
 cp -r "$here/pyproject.toml" "$here/README.md" "$here/src" "$ctx/src/"
+# The config.pbtxt parser is the collection's plugins/module_utils/_pbtxt.py: the image gets
+# that file, and the committed copy (which the package's tests use) is refreshed when it
+# differs (commit it then; tests/test_pbtxt.py fails until both are the same).
+original="$here/../../plugins/module_utils/_pbtxt.py"
+copy="$here/src/litert_server/_pbtxt.py"
+if [ -f "$original" ]; then
+    cp "$original" "$ctx/src/src/litert_server/_pbtxt.py"
+    if ! cmp -s "$original" "$copy"; then
+        cp "$original" "$copy"
+        echo "build.sh: refreshed src/litert_server/_pbtxt.py from plugins/module_utils/_pbtxt.py; commit it" >&2
+    fi
+else
+    echo "build.sh: $original not found (not a collection checkout); using the committed copy" >&2
+fi
 ${PIP:-python3 -m pip} wheel --quiet --no-deps --wheel-dir "$ctx/wheels" "$ctx/src"
 rm -rf "$ctx/src"
 docker build \

@@ -12,24 +12,20 @@ import re
 
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ConfigError
 
-DATA_TYPES = frozenset((
-    "TYPE_BOOL", "TYPE_UINT8", "TYPE_UINT16", "TYPE_UINT32", "TYPE_UINT64", "TYPE_INT8",
-    "TYPE_INT16", "TYPE_INT32", "TYPE_INT64", "TYPE_FP16", "TYPE_FP32", "TYPE_FP64",
-    "TYPE_STRING", "TYPE_BF16",
-))
-# KServe v2 datatype of each Triton data_type (for synthesised smoke-test inputs)
-KSERVE_DATATYPE = dict((t, t[len("TYPE_"):]) for t in DATA_TYPES)
-KSERVE_DATATYPE["TYPE_STRING"] = "BYTES"
+# The parser and the type tables live in _pbtxt.py (no ansible imports), which the LiteRT server
+# image carries as a byte-identical copy; re-exported here for the modules.
+from ansible_collections.edgeai.fleet.plugins.module_utils._pbtxt import (  # noqa: F401 - re-exports
+    DATA_TYPES,
+    KSERVE_DATATYPE,
+    MODEL_FILENAME_RULE,
+    REPEATED,
+    PbtxtError,
+    model_filename_ok,
+)
+from ansible_collections.edgeai.fleet.plugins.module_utils._pbtxt import parse_config as _parse_config
 
-# Fields that are repeated messages in Triton's ModelConfig (always lists once parsed).
-REPEATED = frozenset(("input", "output", "instance_group", "dims", "versions", "gpus",
-                      "reshape", "batch_input", "batch_output", "model_warmup"))
 _ENUM = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TOKEN = re.compile(
-    r"""\s+|\#[^\n]*|(?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')"""
-    r"""|(?P<punct>[{}\[\]:,;<>])|(?P<word>[^\s{}\[\]:,;<>"'#]+)"""
-)
 
 
 # -- generation ------------------------------------------------------------------------
@@ -40,14 +36,14 @@ def _scalar_text(key, value):
         return json.dumps(value)
     if not isinstance(value, str):
         raise ConfigError(f"config field {key!r}: unsupported value {value!r}")
-    if _ENUM.match(value):
+    if _ENUM.fullmatch(value):
         return value  # enum constant such as TYPE_FP32 or KIND_CPU
     return json.dumps(value)
 
 
 def _emit(key, value, indent, lines):
     pad = "  " * indent
-    if not _IDENT.match(str(key)):
+    if not _IDENT.fullmatch(str(key)):
         raise ConfigError(f"config field name {key!r} is not valid")
     if isinstance(value, dict):
         lines.append(f"{pad}{key} {{")
@@ -89,110 +85,13 @@ def render_config(config, name=None):
 
 
 # -- parsing ---------------------------------------------------------------------------
-def _tokens(text):
-    out = []
-    pos = 0
-    line = 1
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if not match:
-            raise ConfigError(f"config.pbtxt line {line}: cannot parse near {text[pos:pos + 20]!r}")
-        if match.lastgroup:
-            out.append((match.lastgroup, match.group(match.lastgroup), line))
-        line += match.group(0).count("\n")
-        pos = match.end()
-    return out
-
-
-def _scalar(kind, tok):
-    if kind == "str":
-        return tok[1:-1].encode("utf-8").decode("unicode_escape")
-    if tok in ("true", "True"):
-        return True
-    if tok in ("false", "False"):
-        return False
-    for conv in (int, float):
-        try:
-            return conv(tok)
-        except ValueError:
-            pass
-    return tok
-
-
-class _Parser:
-    def __init__(self, text):
-        self.toks = _tokens(text)
-        self.pos = 0
-
-    def _peek(self):
-        return self.toks[self.pos] if self.pos < len(self.toks) else None
-
-    def _next(self):
-        tok = self._peek()
-        if tok is None:
-            raise ConfigError("config.pbtxt: unexpected end of text")
-        self.pos += 1
-        return tok
-
-    def message(self, end):
-        msg = {}
-        while True:
-            tok = self._peek()
-            if tok is None:
-                if end is not None:
-                    raise ConfigError(f"config.pbtxt: missing {end!r} at the end")
-                return msg
-            if tok[0] == "punct" and tok[1] == end:
-                self.pos += 1
-                return msg
-            if tok[0] == "punct" and tok[1] in ",;":
-                self.pos += 1
-                continue
-            kind, name, line = self._next()
-            if kind != "word" or not _IDENT.match(name):
-                raise ConfigError(f"config.pbtxt line {line}: expected a field name, got {name!r}")
-            tok = self._peek()
-            colon = bool(tok and tok[0] == "punct" and tok[1] == ":")
-            if colon:
-                self.pos += 1
-            values = self.value(name, colon)
-            msg.setdefault(name, []).extend(values)
-
-    def value(self, name, colon):
-        kind, tok, line = self._next()
-        if kind == "punct" and tok in "{<":
-            return [self.message("}" if tok == "{" else ">")]
-        if kind == "punct" and tok == "[":
-            items = []
-            while True:
-                nxt = self._peek()
-                if nxt is None:
-                    raise ConfigError(f"config.pbtxt: list of {name!r} is not closed")
-                if nxt[0] == "punct" and nxt[1] == "]":
-                    self.pos += 1
-                    return items
-                if nxt[0] == "punct" and nxt[1] == ",":
-                    self.pos += 1
-                    continue
-                items.extend(self.value(name, True))
-        if kind == "punct":
-            raise ConfigError(f"config.pbtxt line {line}: unexpected {tok!r} after {name!r}")
-        if not colon:
-            raise ConfigError(f"config.pbtxt line {line}: expected ':' after {name!r}")
-        return [_scalar(kind, tok)]
-
-
-def _plain(msg):
-    out = {}
-    for key, values in msg.items():
-        values = [_plain(v) if isinstance(v, dict) else v for v in values]
-        out[key] = values if (key in REPEATED or len(values) > 1) else values[0]
-    return out
-
-
 def parse_config(text):
-    """Parse config.pbtxt text into a dict (repeated fields as lists)."""
-    return _plain(_Parser(text).message(None))
+    """Parse config.pbtxt text into a dict (repeated fields as lists); ConfigError when it
+    cannot be parsed."""
+    try:
+        return _parse_config(text)
+    except PbtxtError as exc:
+        raise ConfigError(exc.msg) from exc
 
 
 # -- validation ------------------------------------------------------------------------
@@ -226,6 +125,29 @@ def _check_tensors(config, field, problems):
     return tensors
 
 
+def _check_filenames(config, problems):
+    """default_model_filename and the cc_model_filenames values must be plain file names
+    inside the version folder: the server would otherwise open any path it can read."""
+    filename = config.get("default_model_filename")
+    if filename not in (None, "") and not model_filename_ok(filename):  # empty: the server's default
+        problems.append(MODEL_FILENAME_RULE)
+    cc_names = config.get("cc_model_filenames")
+    if cc_names is None:
+        return
+    # JSON form {"7.2": "model.plan"}; text form cc_model_filenames { key: "7.2" value: "model.plan" }
+    entries = cc_names if isinstance(cc_names, list) else [cc_names]
+    values = []
+    for entry in entries:
+        if isinstance(entry, dict) and set(entry) <= {"key", "value"} and "value" in entry:
+            values.append(entry["value"])
+        elif isinstance(entry, dict):
+            values.extend(entry.values())
+        else:
+            values.append(entry)
+    if not all(model_filename_ok(v) for v in values):
+        problems.append("cc_model_filenames: " + MODEL_FILENAME_RULE.replace("default_model_filename ", "every value "))
+
+
 def validate_config(config, model_name):
     """Return the problems of a parsed configuration (empty when it is fine)."""
     problems = []
@@ -241,6 +163,7 @@ def validate_config(config, model_name):
         problems.append(f"max_batch_size {mbs!r} must be an integer >= 0")
     _check_tensors(config, "input", problems)
     _check_tensors(config, "output", problems)
+    _check_filenames(config, problems)
     policy = config.get("version_policy")
     if policy is not None:
         if not isinstance(policy, dict) or len(policy) != 1 or list(policy)[0] not in ("latest", "all", "specific"):

@@ -140,7 +140,7 @@ def test_malformed_http(server: Server) -> None:
         _raw(server.port, b"GARBAGE\r\n\r\n"),
     ]
     assert replies[0].startswith(b"HTTP/1.1 400 ") and b"not valid JSON" in replies[0]
-    assert replies[1].startswith(b"HTTP/1.1 411 ") and b"chunked" in replies[1]
+    assert replies[1].startswith(b"HTTP/1.1 501 ") and b"chunked" in replies[1]
     assert replies[2].startswith(b"HTTP/1.1 431 ") and b'{"error": "431' in replies[2]
     assert json.loads(replies[3])["error"].startswith("400")
     assert server.json("POST", "/v2/models/float_model/infer", infer_body())[0] == 200

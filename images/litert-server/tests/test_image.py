@@ -42,7 +42,7 @@ def test_image_serves_through_loopback_mapping(image: str, tmp_path: Path) -> No
     make_triton_model(repo, "float_model", 1, "float", scale=2.0, bias=1.0)
     for p in [tmp_path, *repo.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
-    port = free_port()
+    port, mport = free_port(), free_port()
     name = f"litert-server-test-{os.getpid()}"
     run = _docker(
         "run",
@@ -51,6 +51,8 @@ def test_image_serves_through_loopback_mapping(image: str, tmp_path: Path) -> No
         name,
         "-p",
         f"127.0.0.1:{port}:8000",
+        "-p",
+        f"127.0.0.1:{mport}:8002",
         "-v",
         f"{repo}:/models:ro",
         image,
@@ -82,5 +84,13 @@ def test_image_serves_through_loopback_mapping(image: str, tmp_path: Path) -> No
         logs = _docker("logs", name)
         first = json.loads(logs.stderr.splitlines()[0])
         assert first["msg"] == "listening" and first["host"] == "0.0.0.0"
+        # inside the container metrics listen on all interfaces: the loopback mapping reaches them
+        assert first["metrics_host"] == "0.0.0.0"
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as resp:
+            assert b"nv_inference_request_success" in resp.read()
+        # the image's config.pbtxt parser is the collection's file, unchanged
+        show = "import sys, litert_server._pbtxt as m; sys.stdout.write(open(m.__file__).read())"
+        shown = _docker("exec", name, "python3", "-c", show)
+        assert shown.stdout == (HERE.parents[1] / "plugins" / "module_utils" / "_pbtxt.py").read_text()
     finally:
         _docker("rm", "-f", name)

@@ -1,134 +1,54 @@
-"""Triton ``config.pbtxt``: a small protobuf text-format parser and the subset we use.
+"""Triton ``config.pbtxt`` and its JSON form: the subset this server uses.
 
-Supported fields: name, platform, backend, max_batch_size, default_model_filename,
-input/output {name, data_type, dims}, version_policy {latest {num_versions} | specific
-{versions} | all {}}. Other fields are parsed and ignored.
+The text is parsed by ``litert_server._pbtxt``, a byte-identical copy of the collection's
+``plugins/module_utils/_pbtxt.py`` (the project's one config.pbtxt parser). Used fields: name,
+platform, backend, max_batch_size, default_model_filename, input/output {name, data_type,
+dims}, version_policy {latest {num_versions} | specific {versions} | all {}}. Other fields are
+parsed and ignored.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from litert_server import jsonlimits
+from litert_server._pbtxt import (
+    KSERVE_DATATYPE,
+    MAX_CHARS,
+    MODEL_FILENAME_RULE,
+    PbtxtError,
+    model_filename_ok,
+    parse_message,
+    plain,
+)
 from litert_server.errors import LoadError
 
-# Triton data_type -> KServe v2 datatype
-TRITON_TO_KSERVE = {
-    "TYPE_BOOL": "BOOL",
-    "TYPE_UINT8": "UINT8",
-    "TYPE_UINT16": "UINT16",
-    "TYPE_UINT32": "UINT32",
-    "TYPE_UINT64": "UINT64",
-    "TYPE_INT8": "INT8",
-    "TYPE_INT16": "INT16",
-    "TYPE_INT32": "INT32",
-    "TYPE_INT64": "INT64",
-    "TYPE_FP16": "FP16",
-    "TYPE_FP32": "FP32",
-    "TYPE_FP64": "FP64",
-    "TYPE_STRING": "BYTES",
-}
+# Triton data_type -> KServe v2 datatype, for the types LiteRT and numpy have (no BF16)
+TRITON_TO_KSERVE = {t: k for t, k in KSERVE_DATATYPE.items() if t != "TYPE_BF16"}
 SUPPORTED_PLATFORMS = {"tflite", "tensorflow_lite", "litert"}
-
-_TOKEN = re.compile(
-    r"""\s+|\#[^\n]*|(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<punct>[{}\[\]:,;<>])|(?P<word>[^\s{}\[\]:,;<>"'#]+)"""
-)
-
-
-def _tokens(text: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m:
-            raise LoadError(f"config.pbtxt: cannot parse near {text[pos : pos + 20]!r}")
-        pos = m.end()
-        if m.lastgroup:
-            out.append((m.lastgroup, m.group(m.lastgroup)))
-    return out
-
-
-def _scalar(kind: str, tok: str) -> Any:
-    if kind == "str":
-        return bytes(tok[1:-1], "utf-8").decode("unicode_escape")
-    for conv in (int, float):
-        try:
-            return conv(tok)
-        except ValueError:
-            pass
-    return tok
-
-
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.toks = _tokens(text)
-        self.i = 0
-
-    def peek(self) -> tuple[str, str] | None:
-        return self.toks[self.i] if self.i < len(self.toks) else None
-
-    def next(self) -> tuple[str, str]:
-        tok = self.peek()
-        if tok is None:
-            raise LoadError("config.pbtxt: unexpected end of text")
-        self.i += 1
-        return tok
-
-    def message(self, end: str | None) -> dict[str, list[Any]]:
-        msg: dict[str, list[Any]] = {}
-        while True:
-            tok = self.peek()
-            if tok is None:
-                if end is not None:
-                    raise LoadError(f"config.pbtxt: missing {end!r}")
-                return msg
-            if tok[0] == "punct" and tok[1] == end:
-                self.i += 1
-                return msg
-            if tok[0] == "punct" and tok[1] in ",;":
-                self.i += 1
-                continue
-            kind, name = self.next()
-            if kind != "word":
-                raise LoadError(f"config.pbtxt: expected a field name, got {name!r}")
-            tok = self.peek()
-            if tok and tok[1] == ":":
-                self.i += 1
-            msg.setdefault(name, []).extend(self.value())
-
-    def value(self) -> list[Any]:
-        kind, tok = self.next()
-        if kind == "punct" and tok in "{<":
-            return [self.message("}" if tok == "{" else ">")]
-        if kind == "punct" and tok == "[":
-            items: list[Any] = []
-            while True:
-                nk, nt = self.peek() or ("", "")
-                if nk == "punct" and nt == "]":
-                    self.i += 1
-                    return items
-                if nk == "punct" and nt == ",":
-                    self.i += 1
-                    continue
-                items.extend(self.value())
-        if kind == "punct":
-            raise LoadError(f"config.pbtxt: unexpected {tok!r}")
-        return [_scalar(kind, tok)]
+# A configuration is a few KiB; its JSON form gets these limits
+CONFIG_JSON_LIMITS = jsonlimits.JSONLimits(max_depth=32, max_elements=100_000)
+_ASCII_INT = re.compile(r"-?[0-9]{1,18}")
 
 
 def parse_pbtxt(text: str) -> dict[str, list[Any]]:
-    """Parse protobuf text format into ``{field: [values…]}`` (messages are dicts)."""
-    return _Parser(text).message(None)
+    """Parse protobuf text format into ``{field: [values...]}`` (messages are dicts)."""
+    try:
+        return parse_message(text)
+    except PbtxtError as exc:
+        raise LoadError(exc.msg) from exc
 
 
-def _to_plain(msg: dict[str, list[Any]], repeated: set[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, values in msg.items():
-        conv = [_to_plain(v, repeated) if isinstance(v, dict) else v for v in values]
-        out[key] = conv if key in repeated else conv[-1]
-    return out
+def _int(value: Any, what: str) -> int:
+    """An integer field: a JSON/pbtxt integer, or a string of ASCII digits (Triton's JSON form
+    writes int64 fields as strings); no bools, floats or other digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _ASCII_INT.fullmatch(value):
+        return int(value)
+    raise LoadError(f"config: {what} must be an integer")
 
 
 @dataclass(frozen=True)
@@ -192,17 +112,22 @@ class ModelConfig:
 
 
 def _tensor_list(items: Any, what: str) -> tuple[TensorConfig, ...]:
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise LoadError(f"config: {what} must be a list of tensors")
     out = []
-    for item in items or []:
+    for item in items:
         if not isinstance(item, dict) or not item.get("name"):
             raise LoadError(f"config: every {what} needs a name")
         dtype = str(item.get("data_type", ""))
         if dtype not in TRITON_TO_KSERVE:
             raise LoadError(f"config: {what} {item['name']!r} has unsupported data_type {dtype!r}")
         dims = item.get("dims", [])
-        if not isinstance(dims, list) or not all(isinstance(d, int) for d in dims):
-            raise LoadError(f"config: {what} {item['name']!r} dims must be a list of integers")
-        out.append(TensorConfig(str(item["name"]), TRITON_TO_KSERVE[dtype], tuple(dims)))
+        if not isinstance(dims, list):
+            dims = [dims]
+        ints = tuple(_int(d, f"{what} {item['name']!r} dims") for d in dims)
+        out.append(TensorConfig(str(item["name"]), TRITON_TO_KSERVE[dtype], ints))
     return tuple(out)
 
 
@@ -216,10 +141,7 @@ def config_from_dict(data: dict[str, Any], model_name: str) -> ModelConfig:
     platform = str(data.get("platform") or data.get("backend") or "tflite")
     if platform not in SUPPORTED_PLATFORMS:
         raise LoadError(f"platform/backend {platform!r} is not served here (this server runs tflite models)")
-    try:
-        mbs = int(data.get("max_batch_size", 0))
-    except (TypeError, ValueError) as exc:
-        raise LoadError("config: max_batch_size must be an integer") from exc
+    mbs = _int(data.get("max_batch_size", 0), "max_batch_size")
     if mbs < 0:
         raise LoadError("config: max_batch_size must be >= 0")
     policy, num, versions = "latest", 1, ()
@@ -227,29 +149,34 @@ def config_from_dict(data: dict[str, Any], model_name: str) -> ModelConfig:
     if not isinstance(vp, dict) or len(vp) > 1:
         raise LoadError("config: version_policy must hold one of latest, specific, all")
     if "latest" in vp:
-        try:
-            num = int((vp["latest"] or {}).get("num_versions", 1))
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise LoadError("config: version_policy latest num_versions must be an integer") from exc
+        latest = vp["latest"] or {}
+        if not isinstance(latest, dict):
+            raise LoadError("config: version_policy latest must be a message")
+        num = _int(latest.get("num_versions", 1), "version_policy latest num_versions")
         if num < 1:
             raise LoadError("config: version_policy latest num_versions must be >= 1")
     elif "specific" in vp:
         policy = "specific"
-        raw = (vp["specific"] or {}).get("versions", [])
+        specific = vp["specific"] or {}
+        if not isinstance(specific, dict):
+            raise LoadError("config: version_policy specific must be a message")
+        raw = specific.get("versions", [])
         raw = raw if isinstance(raw, list) else [raw]
-        try:
-            versions = tuple(sorted({int(v) for v in raw}))
-        except (TypeError, ValueError) as exc:
-            raise LoadError("config: version_policy specific versions must be integers") from exc
+        versions = tuple(sorted({_int(v, "version_policy specific versions") for v in raw}))
         if not versions:
             raise LoadError("config: version_policy specific needs at least one version")
     elif "all" in vp:
         policy = "all"
+    filename = data.get("default_model_filename")
+    if filename is None or filename == "":
+        filename = "model.tflite"
+    elif not model_filename_ok(filename):
+        raise LoadError("config: " + MODEL_FILENAME_RULE)
     return ModelConfig(
         name=name,
         platform="tflite",
         max_batch_size=mbs,
-        default_model_filename=str(data.get("default_model_filename") or "model.tflite"),
+        default_model_filename=filename,
         inputs=_tensor_list(data.get("input"), "input"),
         outputs=_tensor_list(data.get("output"), "output"),
         policy=policy,
@@ -260,13 +187,14 @@ def config_from_dict(data: dict[str, Any], model_name: str) -> ModelConfig:
 
 
 def config_from_pbtxt(text: str, model_name: str) -> ModelConfig:
-    plain = _to_plain(parse_pbtxt(text), repeated={"input", "output", "dims", "versions"})
-    return config_from_dict(plain, model_name)
+    return config_from_dict(plain(parse_pbtxt(text)), model_name)
 
 
 def config_from_json(text: str, model_name: str) -> ModelConfig:
+    if len(text) > MAX_CHARS:
+        raise LoadError(f"config parameter is longer than {MAX_CHARS} characters")
     try:
-        data = json.loads(text)
-    except ValueError as exc:
+        data = jsonlimits.loads(text, CONFIG_JSON_LIMITS)
+    except jsonlimits.JSONLimitError as exc:
         raise LoadError(f"config parameter is not valid JSON: {exc}") from exc
     return config_from_dict(data, model_name)

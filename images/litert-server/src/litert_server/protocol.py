@@ -9,10 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from litert_server.errors import BadRequest
+from litert_server import jsonlimits
+from litert_server.errors import BadRequest, TooLarge
 from litert_server.repository import KSERVE_TO_NUMPY, NUMPY_TO_KSERVE
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+MAX_RANK = 32  # numpy allows 64 dimensions, LiteRT models use a handful
 
 
 @dataclass
@@ -32,17 +34,28 @@ def _obj(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def decode_request(body: bytes, header_length: int | None) -> InferRequest:
+def decode_json(data: bytes | bytearray | str, limits: jsonlimits.JSONLimits | None = None) -> Any:
+    """A JSON request body within the limits: 413 for too many elements, 400 for anything else."""
+    try:
+        return jsonlimits.loads(data, limits)
+    except jsonlimits.JSONTooLarge as exc:
+        raise TooLarge(f"request body is too large: {exc}") from exc
+    except jsonlimits.JSONLimitError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+
+
+def decode_request(
+    body: bytes | bytearray, header_length: int | None, limits: jsonlimits.JSONLimits | None = None
+) -> InferRequest:
     if header_length is None:
-        head, rest = body, b""
+        head: bytes | bytearray = body
+        rest: memoryview | bytes = b""
     else:
         if not 0 <= header_length <= len(body):
             raise BadRequest(f"{HEADER_LENGTH} {header_length} is outside the body of {len(body)} bytes")
-        head, rest = body[:header_length], body[header_length:]
-    try:
-        req = json.loads(head)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+        view = memoryview(body)
+        head, rest = bytes(view[:header_length]), view[header_length:]  # the tensor data is not copied
+    req = decode_json(head, limits)
     if not isinstance(req, dict):
         raise BadRequest("request body must be a JSON object")
     params = _obj(req.get("parameters"), "parameters")
@@ -68,11 +81,13 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
         ):
             raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers")
+        if len(shape) > MAX_RANK:
+            raise BadRequest(f"input {name!r}: shape has {len(shape)} dimensions, at most {MAX_RANK} are served")
         count = math.prod(shape)
         iparams = _obj(item.get("parameters"), f"input {name!r} parameters")
         size = iparams.get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise BadRequest(f"input {name!r}: binary_data_size must be a non-negative integer")
             if offset + size > len(rest):
                 raise BadRequest(f"input {name!r}: binary_data_size {size} exceeds the binary data sent")
@@ -138,4 +153,4 @@ def encode_response(
     head = json.dumps(resp, separators=(",", ":")).encode()
     if not blobs:
         return head, None
-    return head + b"".join(blobs), len(head)
+    return b"".join([head, *blobs]), len(head)  # one copy of the tensor data

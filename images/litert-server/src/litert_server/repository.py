@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from litert_server._pbtxt import MAX_CHARS, MODEL_FILENAME_RULE, model_filename_ok
 from litert_server.errors import BadRequest, LoadError, NotFound, NotReady, ServerError
 from litert_server.modelconfig import ModelConfig, TensorConfig, config_from_json, config_from_pbtxt
 from litert_server.runtime import Placement, choose_placement, make_interpreter
@@ -43,13 +44,21 @@ KSERVE_TO_NUMPY: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype(np.float64),
 }
 NUMPY_TO_KSERVE = {v: k for k, v in KSERVE_TO_NUMPY.items()}
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+# a version: a positive decimal number in ASCII digits ("2", not "02", "+2", "٢" or "²")
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
 
 
 def check_model_name(name: str) -> str:
-    if not _MODEL_NAME.match(name) or ".." in name:
+    if not _MODEL_NAME.fullmatch(name) or ".." in name:
         raise BadRequest(f"invalid model name {name!r}")
     return name
+
+
+def check_version(version: str) -> int:
+    if not _VERSION.fullmatch(version):
+        raise BadRequest(f"invalid version {version!r}: a version is a positive decimal number (ASCII digits)")
+    return int(version)
 
 
 @dataclass(frozen=True)
@@ -277,7 +286,8 @@ class Repository:
 
     def disk_models(self) -> list[str]:
         try:
-            return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _MODEL_NAME.match(p.name))
+            names = (p.name for p in self.root.iterdir() if p.is_dir())
+            return sorted(n for n in names if _MODEL_NAME.fullmatch(n) and ".." not in n)
         except OSError:
             return []
 
@@ -288,15 +298,19 @@ class Repository:
         if not cfg.is_file():
             return None
         try:
-            text = cfg.read_text()
+            if cfg.stat().st_size > 4 * MAX_CHARS:
+                raise LoadError(f"{cfg} is larger than {4 * MAX_CHARS} bytes")
+            text = cfg.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise LoadError(f"cannot read {cfg}: {exc}") from exc
         return config_from_pbtxt(text, name)
 
     def _disk_versions(self, name: str, filename: str) -> list[int]:
+        if not model_filename_ok(filename):  # config_from_dict refuses these; never build such a path
+            raise LoadError("config: " + MODEL_FILENAME_RULE)
         out = []
         for p in (self.root / name).iterdir():
-            if p.name.isdigit() and str(int(p.name)) == p.name and int(p.name) > 0 and (p / filename).is_file():
+            if _VERSION.fullmatch(p.name) and (p / filename).is_file():
                 out.append(int(p.name))
         return sorted(out)
 
@@ -397,10 +411,9 @@ class Repository:
             if lv is not None:
                 return lv
         else:
-            if not version.isdigit():
-                raise BadRequest(f"invalid version {version!r}")
+            number = check_version(version)
             versions = entry.versions if entry is not None else {}
-            lv = versions.get(int(version))
+            lv = versions.get(number)
             if lv is not None:
                 return lv
         if entry is None and not self.on_disk(name):

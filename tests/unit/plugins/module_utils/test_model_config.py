@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ConfigError
 from ansible_collections.edgeai.fleet.plugins.module_utils._model_config import (
+    MODEL_FILENAME_RULE,
     config_from_dict,
     load_config_text,
     parse_config,
@@ -94,3 +95,46 @@ def test_synthesized_smoke_inputs_follow_metadata():
     assert inputs == [{"name": "x", "shape": [1, 2, 3], "datatype": "UINT8", "data": [0] * 6}]
     with pytest.raises(ConfigError):
         synthesize_inputs({"inputs": []})
+
+
+# -- model files named by a configuration (default_model_filename, cc_model_filenames) ------
+OUTSIDE = ["../../../x.tflite", "../x", "/etc/passwd", "/nonexistent/model.tflite", "1/../../model.plan",
+           "a/b.tflite", "a\\b", "..", "x\x00y", "model..tflite"]
+
+
+@pytest.mark.parametrize("name", OUTSIDE)
+def test_model_file_outside_the_version_folder_is_refused(name):
+    """From the config dict and from config.pbtxt text (an artifact's, a saved one): the same
+    ConfigError, whatever the name and whether or not the path exists."""
+    messages = set()
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({**SCALE, "default_model_filename": name}, "scale")
+    messages.add(err.value.msg)
+    quoted = name.replace("\\", "\\\\").replace("\x00", "\\000")
+    text = f'name: "scale" backend: "python" default_model_filename: "{quoted}"'
+    with pytest.raises(ConfigError) as err:
+        load_config_text(text, "scale")
+    messages.add(err.value.msg)
+    assert messages == {"invalid model configuration for scale: " + MODEL_FILENAME_RULE}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'backend: "tensorrt" cc_model_filenames { key: "8.7" value: "../../orin.plan" }',
+        'backend: "tensorrt" cc_model_filenames [ { key: "8.7" value: "a.plan" }, { key: "7.2" value: "/x.plan" } ]',
+    ],
+)
+def test_cc_model_filenames_stay_in_the_version_folder(text):
+    with pytest.raises(ConfigError, match="cc_model_filenames: every value must be a plain file name"):
+        load_config_text(text, "scale")
+
+
+def test_plain_model_file_names_are_accepted():
+    text, parsed = config_from_dict({**SCALE, "default_model_filename": "model_int8.onnx"}, "scale")
+    assert parsed["default_model_filename"] == "model_int8.onnx"
+    config = load_config_text('backend: "tensorrt" cc_model_filenames { key: "8.7" value: "orin.plan" }', "scale")
+    assert config["cc_model_filenames"] == {"key": "8.7", "value": "orin.plan"}
+    # the JSON form of the map
+    assert validate_config({**SCALE, "cc_model_filenames": {"8.7": "orin.plan"}}, "scale") == []
+    assert validate_config({**SCALE, "cc_model_filenames": {"8.7": "../orin.plan"}}, "scale") != []
