@@ -5,14 +5,20 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
 
 import pytest
-from test_model_serving import TRITON_IMAGE, TRITON_MODELS, _triton_image, free_port, wait_ready
+from test_model_serving import ROOT, TRITON_IMAGE, TRITON_MODELS, _triton_image, free_port, wait_ready
+
+sys.path.insert(0, str(ROOT / "tests"))
+from real_models import fetch  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -89,3 +95,116 @@ def test_healthcheck_is_healthy_even_after_a_failed_load(container):
             break
         time.sleep(1)
     assert status == "healthy"
+
+
+# -- the onnxruntime backend stand-in -------------------------------------------------------
+def _image_with_onnxruntime() -> None:
+    """The image under test, rebuilt when an older build lacks the onnxruntime stand-in."""
+    _triton_image()
+    labels = inspect(TRITON_IMAGE)["Config"]["Labels"] or {}
+    if "onnxruntime" not in labels.get("io.edgeai.backends", ""):
+        build = subprocess.run([str(ROOT / "images" / "tritonserver" / "build.sh"), TRITON_IMAGE],
+                               capture_output=True, text=True, check=False,
+                               env=dict(os.environ, PIP=str(ROOT / ".venv" / "bin" / "pip")))
+        if build.returncode:
+            pytest.fail(f"building {TRITON_IMAGE} failed:\n{build.stdout[-2000:]}\n{build.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tmp_path_factory):
+    """A model repository holding a real third-party ONNX model (PaddleOCR's text direction
+    classifier from the rapidocr-onnxruntime wheel) three ways: as the release builder lays it
+    out (backend onnxruntime, <v>/model.onnx), under another file name (default_model_filename),
+    and configured by platform only (onnxruntime_onnx), as Triton's own examples are."""
+    from ansible_collections.edgeai.fleet.plugins.plugin_utils._release_build import build_release
+
+    model = fetch("ocr_direction")
+    out = tmp_path_factory.mktemp("release")
+    built = build_release(model=str(model), name="ocr", version=2, out=str(out), platforms=["jetson"],
+                          input_shapes={"x": [1, 3, 48, 192]})
+    repo = tmp_path_factory.mktemp("onnx-repo")
+    with tarfile.open(built["artifacts"]["jetson"]["path"]) as tar:
+        tar.extractall(repo, filter="data")
+    config = (repo / "ocr" / "config.pbtxt").read_text()
+    named = repo / "ocr_named"
+    (named / "1").mkdir(parents=True)
+    shutil.copy(model, named / "1" / "classifier.onnx")
+    (named / "config.pbtxt").write_text(config.replace('name: "ocr"', 'name: "ocr_named"')
+                                        + 'default_model_filename: "classifier.onnx"\n')
+    by_platform = repo / "ocr_platform"
+    (by_platform / "1").mkdir(parents=True)
+    shutil.copy(model, by_platform / "1" / "model.onnx")
+    (by_platform / "config.pbtxt").write_text(config.replace('name: "ocr"', 'name: "ocr_platform"')
+                                              .replace('backend: "onnxruntime"', 'platform: "onnxruntime_onnx"'))
+    for path in [repo, *repo.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return {"repo": repo, "model": model, "smoke": json.loads((repo / "ocr" / "smoke_test.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def onnx_container(onnx_models):
+    _image_with_onnxruntime()
+    port = free_port()
+    cid = subprocess.run(["docker", "run", "-d", "--label", "edgeai.test=1", "-p", f"127.0.0.1:{port}:8000",
+                          "-v", f"{onnx_models['repo']}:/models", TRITON_IMAGE],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        wait_ready(f"http://127.0.0.1:{port}")
+        yield {"id": cid, "url": f"http://127.0.0.1:{port}"}
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)
+
+
+def _post(url: str, body: dict, timeout: float = 120) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else {}
+
+
+def test_image_says_which_backends_it_carries():
+    _image_with_onnxruntime()
+    labels = inspect(TRITON_IMAGE)["Config"]["Labels"]
+    assert labels["io.edgeai.backends"] == "python onnxruntime(stand-in)"
+    assert "stand-in onnxruntime backend" in labels["org.opencontainers.image.description"]
+
+
+@pytest.mark.parametrize("name", ["ocr", "ocr_named", "ocr_platform"])
+def test_a_real_onnx_model_serves_through_the_onnxruntime_backend(onnx_container, onnx_models, name):
+    import numpy as np
+    import onnxruntime as ort
+    from ansible_collections.edgeai.fleet.plugins.module_utils._inference_model import compare_outputs
+
+    base = onnx_container["url"]
+    _post(f"{base}/v2/repository/models/{name}/load", {})
+    with urllib.request.urlopen(f"{base}/v2/models/{name}", timeout=10) as resp:
+        meta = json.loads(resp.read())
+    assert meta["platform"] == "onnxruntime_onnx"
+    assert [(i["name"], i["datatype"], i["shape"]) for i in meta["inputs"]] == [("x", "FP32", [-1, 3, -1, -1])]
+
+    smoke = onnx_models["smoke"]
+    answer = _post(f"{base}/v2/models/{name}/infer", {"inputs": smoke["inputs"]})
+    (inp,) = smoke["inputs"]
+    feed = np.array(inp["data"], dtype=np.float32).reshape(inp["shape"])
+    session = ort.InferenceSession(str(onnx_models["model"]), providers=["CPUExecutionProvider"])
+    (want,) = session.run(None, {"x": feed})
+    (got,) = answer["outputs"]
+    assert got["shape"] == list(want.shape) and got["datatype"] == "FP32"
+    assert np.allclose(np.array(got["data"], dtype=np.float32).reshape(want.shape), want, atol=1e-5, rtol=1e-5)
+    # and the device-side smoke test of the artifact passes against the server's answer
+    assert compare_outputs(answer, smoke["expected_outputs"], 0, smoke["relative_tolerance"]) == []
+    # another input gives another answer (the model really runs)
+    other = _post(f"{base}/v2/models/{name}/infer",
+                  {"inputs": [dict(inp, data=[0.0] * len(inp["data"]))]})
+    assert other["outputs"][0]["data"] != got["data"]
+
+
+def test_a_request_the_model_refuses_is_an_error_and_the_model_keeps_serving(onnx_container, onnx_models):
+    base = onnx_container["url"]
+    _post(f"{base}/v2/repository/models/ocr/load", {})
+    bad = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2, 48, 192], "data": [0.0] * (2 * 48 * 192)}]}
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _post(f"{base}/v2/models/ocr/infer", bad)
+    assert err.value.code == 400
+    assert _post(f"{base}/v2/models/ocr/infer", {"inputs": onnx_models["smoke"]["inputs"]})["outputs"]

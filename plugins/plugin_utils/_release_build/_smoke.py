@@ -241,6 +241,8 @@ def _run_tflite(info, arrays):
 
 def _run_onnx(info, arrays):
     ort = require("onnxruntime", "running an .onnx model for its smoke test")
+    if hasattr(ort, "disable_telemetry_events"):
+        ort.disable_telemetry_events()
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
