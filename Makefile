@@ -62,7 +62,7 @@ test: lint sanity unit images integration molecule
 # antsibull-docs lint-collection-docs on its docs; role-readmes: the role READMEs match their
 # meta/argument_specs.yml (run scripts/role-readmes to rewrite them).
 lint: venv
-	ruff check plugins tests images benchmarks molecule scripts/demo-release scripts/role-readmes scripts/check-demo-run
+	ruff check plugins tests images benchmarks molecule scripts/demo-release scripts/role-readmes scripts/check-demo-run scripts/fetch-test-models
 	ansible-lint --profile production
 	antsibull-changelog lint
 	$(BIN)/python scripts/role-readmes --check
