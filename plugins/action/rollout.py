@@ -376,6 +376,15 @@ class ActionModule(ActionBase):
         staged["fetched_from"] = "controller" if src else (artifact.get("url") or artifact.get("image"))
         return staged, warnings
 
+    @staticmethod
+    def _events_outcome(row, module_result):
+        """Events the relay did not take are in the row, and why among its warnings."""
+        row["events_undelivered"] = list(module_result.get("events_undelivered") or [])
+        if row["events_undelivered"]:
+            why = "; ".join(module_result.get("events_errors") or []) or "no answer"
+            row["warnings"] = list(row.get("warnings") or []) + [
+                f"the event relay did not take {', '.join(row['events_undelivered'])}: {why}"]
+
     def _step_stage(self, args, task_vars):
         release, rollout = self._release_for(args, task_vars)
         record = args.get("device") or self._hostvar(task_vars, task_vars.get("inventory_hostname"),
@@ -448,6 +457,7 @@ class ActionModule(ActionBase):
             if staged.get("unreachable"):
                 return dict(row, result="deferred", reason=f"unreachable during the rollout: {staged['msg']}")
             if staged.get("failed"):
+                self._events_outcome(row, staged)
                 return dict(row, result="failed", after=record.get("before"),
                             reason=f"staging failed: {staged.get('msg')}")
             if staged.get("check_push") or (self._task.check_mode and staged.get("changed")):
@@ -471,7 +481,7 @@ class ActionModule(ActionBase):
             module_args["events"] = events
         activated = self._module("edgeai.fleet.inference_model", module_args, task_vars)
         row["activate_s"] = round(_now() - t1, 2)
-        row["events_undelivered"] = activated.get("events_undelivered") or []
+        self._events_outcome(row, activated)
         if activated.get("unreachable"):
             return dict(row, result="deferred", maybe_changed=True,
                         reason=f"unreachable during the rollout: {activated['msg']}")
@@ -508,7 +518,7 @@ class ActionModule(ActionBase):
         t0 = _now()
         done = self._module("edgeai.fleet.inference_model", module_args, task_vars)
         row["activate_s"] = round(_now() - t0, 2)
-        row["events_undelivered"] = done.get("events_undelivered") or []
+        self._events_outcome(row, done)
         if done.get("unreachable"):
             row.update(result="rollback_failed", reason=f"unreachable: {done['msg']}")
         elif done.get("failed"):

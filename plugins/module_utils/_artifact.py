@@ -372,6 +372,13 @@ class ModelArtifact:
                     if os.path.lexists(target) and not os.path.isdir(target):
                         os.unlink(target)  # never write through a link the artifact put there
                     shutil.copyfile(config, target, follow_symlinks=True)
+                # the release builder's smoke test lies next to config.pbtxt, and goes with it
+                smoke = os.path.join(os.path.dirname(config) if config else os.path.dirname(content), SMOKE)
+                if os.path.isfile(smoke) and not os.path.islink(smoke):
+                    target = os.path.join(staged, SMOKE)
+                    if os.path.lexists(target) and not os.path.isdir(target):
+                        os.unlink(target)
+                    shutil.copyfile(smoke, target)
             os.chmod(staged, 0o755)
             # the version's folder alone must hold: a link that climbed out of it into the
             # rest of the artifact would point outside once staged
@@ -469,12 +476,13 @@ def run_module(module_cls):
         details = dict(exc.details)
         if url:
             details.setdefault("url", url)
-        module.fail_json(msg=exc.msg, events_undelivered=events.undelivered, **details)
+        module.fail_json(msg=exc.msg, events_undelivered=events.undelivered, events_errors=events.errors, **details)
     except OSError as exc:
         if not module.check_mode:
             events.post("deploy_failed", previous_version=(module.params["protect_versions"] or [None])[0],
                         reason=f"staging failed: {exc}")
-        module.fail_json(msg=f"model_artifact failed: {exc}", events_undelivered=events.undelivered)
+        module.fail_json(msg=f"model_artifact failed: {exc}", events_undelivered=events.undelivered,
+                         events_errors=events.errors)
     if url:
         result["url"] = url
     module.exit_json(**result)

@@ -41,6 +41,8 @@ class EventPoster:
         self.version = version
         self.undelivered = []
         self.delivered = []
+        # why events were not taken, for the result (the relay's answer, an unreadable token)
+        self.errors = []
         self._open = opener
 
     def _token(self):
@@ -49,9 +51,17 @@ class EventPoster:
             return None
         try:
             with open(path, encoding="utf-8") as handle:
-                return handle.read().strip() or None
-        except OSError:
+                token = handle.read().strip()
+        except OSError as exc:
+            self._error(f"cannot read the relay token {path}: {exc.strerror or exc}")
             return None
+        if not token:
+            self._error(f"the relay token file {path} is empty")
+        return token or None
+
+    def _error(self, text):
+        if text not in self.errors:
+            self.errors.append(text)
 
     def post(self, event_type, previous_version=None, reason=None, version=None):
         if not self.options:
@@ -75,7 +85,10 @@ class EventPoster:
                                   credentials={"Authorization": "Bearer " + token} if token else None,
                                   what_credentials="the relay token (events.token_file)")
             ok = resp.status in (200, 201, 202)
-        except (HTTPError, OSError, ValueError):
+            if not ok:
+                self._error(f"the relay answered HTTP {resp.status}")
+        except (HTTPError, OSError, ValueError) as exc:
             ok = False
+            self._error(f"the relay did not take the event: {getattr(exc, 'msg', None) or exc}")
         (self.delivered if ok else self.undelivered).append(event_type)
         return ok

@@ -423,6 +423,7 @@ class InferenceModel:
 
     def _with_events(self, details):
         details["events_undelivered"] = list(self.events.undelivered)
+        details["events_errors"] = list(self.events.errors)
         return details
 
     def rolled_back(self):
@@ -474,6 +475,7 @@ class InferenceModel:
         else:
             result = self.deploy(self.p["version"])
         result["events_undelivered"] = list(self.events.undelivered)
+        result["events_errors"] = list(self.events.errors)
         return result
 
 

@@ -268,6 +268,11 @@ events_undelivered:
   returned: always
   type: list
   elements: str
+events_errors:
+  description: Why the relay did not take them (its answer, an unreadable token file).
+  returned: always
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule

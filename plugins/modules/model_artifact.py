@@ -341,6 +341,11 @@ events_undelivered:
   returned: failure
   type: list
   elements: str
+events_errors:
+  description: Why the relay did not take them (its answer, an unreadable token file).
+  returned: failure
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
