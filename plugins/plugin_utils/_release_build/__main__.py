@@ -8,4 +8,5 @@ import sys
 
 from ansible_collections.edgeai.fleet.plugins.plugin_utils._release_build._cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing it (sanity tests, docs tools) runs nothing
+    sys.exit(main())

@@ -11,6 +11,7 @@ the CLI, and the playbook through ansible-playbook."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -603,3 +604,110 @@ def test_the_action_refuses_a_group_of_mixed_platforms():
         group_platforms(["site_a"], task_vars)
     with pytest.raises(EdgeAIError, match="nor an inventory group"):
         group_platforms(["nowhere"], task_vars)
+
+
+def test_oci_push_with_bearer_tokens_per_scope(real_model, tmp_path, ca):
+    """A registry with token auth (as ECR-like and distribution token setups answer): the pull
+    token a HEAD gets does not allow the push, so a new token is fetched for the push scope; an
+    upload location on another host is refused before anything is sent there."""
+    import base64
+    import hashlib as hl
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    state = {"blobs": {}, "manifests": {}, "tokens": [], "foreign_location": False}
+
+    class Registry(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _send(self, status, body=b"", headers=None):
+            self.send_response(status)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _scope(self):
+            repo = self.path.split("/v2/", 1)[1].split("/blobs/")[0].split("/manifests/")[0]
+            return f"repository:{repo}:" + ("pull" if self.command in ("GET", "HEAD") else "pull,push")
+
+        def _handle(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            parts = urlsplit(self.path)
+            if parts.path == "/token":
+                want = "Basic " + base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
+                if self.headers.get("Authorization") != want:
+                    return self._send(401)
+                scope = parse_qs(parts.query)["scope"][0]
+                state["tokens"].append(scope)
+                return self._send(200, json.dumps({"token": "tok:" + scope}).encode())
+            scope = self._scope()
+            have = (self.headers.get("Authorization") or "").removeprefix("Bearer tok:")
+            if not (have == scope or (scope.endswith(":pull") and have == scope + ",push")):
+                realm = f"https://127.0.0.1:{self.server.server_address[1]}/token"
+                return self._send(401, headers={"WWW-Authenticate":
+                                                f'Bearer realm="{realm}",service="reg",scope="{scope}"'})
+            if "/blobs/uploads/" in parts.path and self.command == "POST":
+                port = self.server.server_address[1]
+                host = "elsewhere.invalid" if state["foreign_location"] else f"127.0.0.1:{port}"
+                return self._send(202, headers={"Location": f"https://{host}{parts.path}abc?state=1"})
+            if "/blobs/uploads/" in parts.path and self.command == "PUT":
+                digest = parse_qs(parts.query)["digest"][0]
+                assert digest == "sha256:" + hl.sha256(body).hexdigest()
+                state["blobs"][digest] = body
+                return self._send(201)
+            if "/blobs/" in parts.path:
+                digest = parts.path.rsplit("/", 1)[1]
+                return self._send(200 if digest in state["blobs"] else 404)
+            if "/manifests/" in parts.path:
+                tag = parts.path.rsplit("/", 1)[1]
+                if self.command == "PUT":
+                    state["manifests"][tag] = body
+                    return self._send(201, headers={"Docker-Content-Digest": "sha256:" + hl.sha256(body).hexdigest()})
+                if tag in state["manifests"]:
+                    raw = state["manifests"][tag]
+                    return self._send(200, headers={"Docker-Content-Digest": "sha256:" + hl.sha256(raw).hexdigest()})
+                return self._send(404)
+            return self._send(404)
+
+        do_GET = do_HEAD = do_POST = do_PUT = _handle  # noqa: N815
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        publish = {"type": "oci", "registry": host, "repository": "models/faces", "username": REGISTRY_USER,
+                   "password": REGISTRY_PASSWORD, "ca_path": ca.path}
+        result = build_release(model=str(real_model("face_detection")), name="faces", version=1,
+                               out=str(tmp_path / "o"), platforms=["coral"], publish=publish)
+        image = result["release"]["artifacts"]["coral"]["image"]
+        assert image == f"{host}/models/faces@" + "sha256:" + hl.sha256(state["manifests"]["1-coral"]).hexdigest()
+        assert "repository:models/faces:pull" in state["tokens"]
+        assert "repository:models/faces:pull,push" in state["tokens"]
+        manifest = json.loads(state["manifests"]["1-coral"])
+        assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+        (layer,) = manifest["layers"]
+        assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+        with tarfile.open(fileobj=io.BytesIO(state["blobs"][layer["digest"]]), mode="r:gz") as tar:
+            assert "models/faces/1/model.tflite" in tar.getnames()
+
+        state["foreign_location"] = True
+        state["blobs"].clear()
+        with pytest.raises(BuildError, match="another host; refused, nothing was sent there"):
+            build_release(model=str(real_model("face_detection")), name="faces", version=2, out=str(tmp_path / "p"),
+                          platforms=["coral"], publish=publish)
+    finally:
+        server.shutdown()
+        server.server_close()
