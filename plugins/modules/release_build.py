@@ -46,9 +46,10 @@ attributes:
     description: Builds in a temporary folder, reports whether anything would change, writes and uploads nothing.
   diff_mode:
     support: none
-  platform:
-    platforms: posix
-    description: The controller.
+    description: Reports the artifacts and the release file written, not a diff.
+  idempotent:
+    support: full
+    description: The same model and options give the same bytes; files and uploads already holding them are left alone.
 options:
   model:
     description:
