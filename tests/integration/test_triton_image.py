@@ -102,7 +102,7 @@ def _image_with_onnxruntime() -> None:
     """The image under test, rebuilt when an older build lacks the onnxruntime stand-in."""
     _triton_image()
     labels = inspect(TRITON_IMAGE)["Config"]["Labels"] or {}
-    if "onnxruntime" not in labels.get("io.edgeai.backends", ""):
+    if labels.get("io.edgeai.stand-in-backends") != "onnxruntime":
         build = subprocess.run([str(ROOT / "images" / "tritonserver" / "build.sh"), TRITON_IMAGE],
                                capture_output=True, text=True, check=False,
                                env=dict(os.environ, PIP=str(ROOT / ".venv" / "bin" / "pip")))
@@ -166,7 +166,9 @@ def _post(url: str, body: dict, timeout: float = 120) -> dict:
 def test_image_says_which_backends_it_carries():
     _image_with_onnxruntime()
     labels = inspect(TRITON_IMAGE)["Config"]["Labels"]
-    assert labels["io.edgeai.backends"] == "python onnxruntime(stand-in)"
+    # machine-readable: the backends a release's requires.backends is checked against
+    assert labels["io.edgeai.backends"].split() == ["python", "onnxruntime"]
+    assert labels["io.edgeai.stand-in-backends"] == "onnxruntime"
     assert "stand-in onnxruntime backend" in labels["org.opencontainers.image.description"]
 
 
