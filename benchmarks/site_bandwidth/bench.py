@@ -69,7 +69,7 @@ MB = 1e6
 # logind and containerd; seen on this machine (128 held by 19 devices)
 INOTIFY_PER_DEVICE = 7
 # the tasks of inference_server and model_deploy that move the bytes
-FETCH_TASKS = ("Pull the server image", "Stage the verified files")
+FETCH_TASKS = ("Pull the server image", "Stage the version on the device")
 
 PLAYBOOKS = {
     # container_engine also installs what Ansible's docker modules need on a new device (python3-requests)
@@ -95,9 +95,9 @@ PLAYBOOKS = {
     - name: Pull the image as inference_server does
       ansible.builtin.include_role:
         name: edgeai.fleet.inference_server
-        tasks_from: image.yml
+        tasks_from: image
       vars:
-        _inference_server_image: "{{ image }}"
+        inference_server_image: "{{ image }}"
 
     - name: Note where the image came from
       ansible.builtin.set_fact:
@@ -106,14 +106,13 @@ PLAYBOOKS = {
     - name: Stage the artifact as model_deploy does
       ansible.builtin.include_role:
         name: edgeai.fleet.model_deploy
-        tasks_from: stage.yml
+        tasks_from: stage
       vars:
         model_deploy_name: bench-site-bandwidth
         model_deploy_version: "{{ version }}"
         model_deploy_artifact: {url: "{{ url }}", sha256: "{{ sha256 }}"}
         model_deploy_artifacts_dir: /var/lib/edgeai-bench-site-bandwidth
         model_deploy_artifact_ca_path: /usr/local/share/ca-certificates/edgeai-lab-ca.crt
-        _model_deploy_version_before: null
 
     - name: Record where both came from
       ansible.builtin.copy:
@@ -121,7 +120,7 @@ PLAYBOOKS = {
           {{ {'image_from': _bw_image_from,
               'artifact_from': site_cache_client.artifact_url if site_cache_client is defined else 'centre',
               'warning': site_cache_client.warning if site_cache_client is defined else '',
-              'artifact_bytes': _model_deploy_staged.downloaded_bytes} | to_json }}
+              'artifact_bytes': model_deploy_result.downloaded_bytes} | to_json }}
         dest: "{{ record_dir }}/{{ inventory_hostname }}.json"
         mode: "0644"
       delegate_to: localhost

@@ -76,9 +76,9 @@ PLAYBOOKS = {
     - name: Pull it
       ansible.builtin.include_role:
         name: edgeai.fleet.inference_server
-        tasks_from: image.yml
+        tasks_from: image
       vars:
-        _inference_server_image: "{{ image }}"
+        inference_server_image: "{{ image }}"
 
     - name: Record where it came from
       ansible.builtin.copy:

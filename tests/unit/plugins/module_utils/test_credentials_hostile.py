@@ -314,6 +314,7 @@ SECRET_NAME = re.compile(r"password|token|secret|key", re.I)
 NOT_SECRET = {
     "coral_apt_key": "the ASCII-armored public signing key of Coral's apt repository",
     "jetpack_apt_key": "the ASCII-armored public signing key of NVIDIA's apt repository",
+    "apt_source_key": "the ASCII-armored public signing key of an apt repository (jetpack's or coral's)",
 }
 # ...and names that say where a secret is or who may read it, not what it is.
 REFERENCE = re.compile(r"_(file|path|url|dir|group|owner|mode)$")
