@@ -222,6 +222,9 @@ class RetryPolicy:
         """Connection errors and timeouts are worth another attempt; a refused TLS
         certificate or a malformed URL is not."""
         reason = getattr(exc, "reason", exc)
+        # a TLS connection closed under it (a cut link, a restarted peer) is a connection error
+        if isinstance(reason, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)):
+            return True
         if isinstance(reason, (ssl.SSLError, ssl.CertificateError)):
             return False
         if isinstance(exc, urllib.error.URLError) and isinstance(reason, str):

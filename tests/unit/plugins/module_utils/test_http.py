@@ -11,6 +11,8 @@ import hashlib
 import io
 import json
 import random
+import ssl
+import urllib.error
 from email.utils import formatdate
 
 import pytest
@@ -416,3 +418,13 @@ def test_every_client_reports_failures_without_credentials(servers, tmp_path):
         text = " ".join([str(exc), exc.msg, str(exc.url), repr(exc.details)])
         for secret in (PASSWORD, TOKEN, SIG):
             assert secret not in text, (name, text)
+
+
+@pytest.mark.parametrize("error, retryable", [
+    (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), True),  # a cut link mid-handshake
+    (ssl.SSLZeroReturnError(6, "TLS/SSL connection has been closed (EOF)"), True),
+    (ssl.SSLCertVerificationError(1, "certificate verify failed"), False),
+    (ssl.SSLError(1, "wrong version number"), False),
+])
+def test_a_tls_connection_closed_under_it_is_retried_a_refused_certificate_is_not(error, retryable):
+    assert RetryPolicy.retryable_error(urllib.error.URLError(error)) is retryable
