@@ -3,9 +3,11 @@
 #
 # PRIVATE to the edgeai.fleet collection: not a public API, may change without notice.
 #
-# Platform detection for edge devices. Every function takes the filesystem root to look
-# under (``/`` on a device, a profile tree in tests) and reads files; nothing here shells
-# out. The one optional live query (``docker version``) is handed in as a callable.
+# The engine of edgeai.fleet.device_facts: platform detection for edge devices. Every
+# function takes the filesystem root to look under (``/`` on a device, a profile tree in
+# tests) and reads files; nothing here shells out. The one optional live query
+# (``docker version``) is handed in as a callable; run_module() hands in one that runs it
+# through the module's run_command.
 
 from __future__ import annotations
 
@@ -13,6 +15,14 @@ import glob
 import json
 import os
 import re
+
+from ansible_collections.edgeai.fleet.plugins.module_utils._errors import EdgeAIError
+
+ARGUMENT_SPEC = dict(
+    root=dict(type="path", default="/"),
+    models_path=dict(type="path", default="/var/lib/edgeai/models"),
+    query_engine=dict(type="bool", default=True),
+)
 
 # L4T release -> JetPack release. Only releases NVIDIA published; anything else is
 # reported as "unknown" (never guessed from a neighbour).
@@ -505,3 +515,25 @@ def gather(root: str = "/", machine: str | None = None, models_path: str = "/var
     fallback = Reader("/") if host_proc_fallback and os.path.abspath(root) != "/" else None
     facts["memory_total_bytes"] = memory_total(reader, fallback)
     return facts
+
+
+def run_module(module_cls):
+    """Entry point used by plugins/modules/device_facts.py."""
+    module = module_cls(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+
+    def docker_version(binary):
+        rc, out, err = module.run_command([binary, "version", "--format", "{{json .}}"])
+        try:
+            return json.loads(out)
+        except ValueError:
+            return None
+
+    try:
+        facts = gather(
+            root=module.params["root"],
+            models_path=module.params["models_path"],
+            docker_version=docker_version if module.params["query_engine"] else None,
+        )
+    except EdgeAIError as exc:
+        module.fail_json(msg=exc.msg, **exc.details)
+    module.exit_json(changed=False, ansible_facts={"edge_device": facts})

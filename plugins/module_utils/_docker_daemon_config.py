@@ -3,8 +3,9 @@
 #
 # PRIVATE to the edgeai.fleet collection: not a public API, may change without notice.
 #
-# Merge keys into a Docker JSON configuration file (daemon.json, a client's config.json)
-# while keeping every key the user put there.
+# The engine of edgeai.fleet.docker_daemon_config: merge keys into a Docker JSON
+# configuration file (daemon.json, a client's config.json) while keeping every key the
+# user put there.
 
 from __future__ import annotations
 
@@ -13,8 +14,17 @@ import json
 import os
 import tempfile
 
+from ansible_collections.edgeai.fleet.plugins.module_utils._errors import EdgeAIError
 
-class ConfigError(Exception):
+ARGUMENT_SPEC = dict(
+    path=dict(type="path", default="/etc/docker/daemon.json"),
+    settings=dict(type="dict", default={}),
+    remove_keys=dict(type="list", elements="str", default=[], no_log=False),
+    backup=dict(type="bool", default=False),
+)
+
+
+class DaemonConfigError(EdgeAIError):
     """The existing file cannot be merged into (not JSON, not an object)."""
 
 
@@ -56,9 +66,9 @@ def load(path: str) -> tuple[dict, bool]:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc}); refusing to overwrite it") from exc
+        raise DaemonConfigError(f"{path} is not valid JSON ({exc}); refusing to overwrite it") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} holds a JSON {type(data).__name__}, not an object; refusing to overwrite it")
+        raise DaemonConfigError(f"{path} holds a JSON {type(data).__name__}, not an object; refusing to overwrite it")
     return data, True
 
 
@@ -67,16 +77,15 @@ def render(config: dict) -> str:
 
 
 class DockerConfigFile:
+    """The merge, with the module's file helpers (backup, atomic move, owner/mode/SELinux)."""
+
     def __init__(self, module) -> None:
         self.module = module
         self.params = module.params
 
-    def run(self) -> None:
+    def run(self) -> dict:
         path = self.params["path"]
-        try:
-            before, existed = load(path)
-        except ConfigError as exc:
-            self.module.fail_json(msg=str(exc))
+        before, existed = load(path)
         after = deep_merge(before, self.params["settings"] or {})
         after = remove_keys(after, self.params["remove_keys"] or [])
         changed = (after != before) or not existed
@@ -98,7 +107,7 @@ class DockerConfigFile:
         result["changed"] = self.module.set_fs_attributes_if_different(
             self.module.load_file_common_arguments(self.module.params, path=path), changed
         ) if (existed or (changed and not self.module.check_mode)) else changed
-        self.module.exit_json(**result)
+        return result
 
     def write(self, path: str, text: str, existed: bool) -> str | None:
         backup = None
@@ -116,3 +125,13 @@ class DockerConfigFile:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return backup
+
+
+def run_module(module_cls):
+    """Entry point used by plugins/modules/docker_daemon_config.py."""
+    module = module_cls(argument_spec=ARGUMENT_SPEC, add_file_common_args=True, supports_check_mode=True)
+    try:
+        result = DockerConfigFile(module).run()
+    except EdgeAIError as exc:
+        module.fail_json(msg=exc.msg, **exc.details)
+    module.exit_json(**result)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlsplit
 
-from ansible_collections.edgeai.fleet.plugins.module_utils._errors import HTTPError
+from ansible_collections.edgeai.fleet.plugins.module_utils._errors import EdgeAIError, HTTPError
 from ansible_collections.edgeai.fleet.plugins.module_utils._webhook import (
     WebhookClient,
     make_event,
@@ -75,10 +75,9 @@ def comparable(registration):
 
 
 class WebhookTarget:
-    def __init__(self, module, client=None):
-        self.module = module
-        self.params = module.params
-        self.check_mode = module.check_mode
+    def __init__(self, params, check_mode=False, client=None):
+        self.params = params
+        self.check_mode = check_mode
         self.client = client or WebhookClient(
             self.params["api_url"],
             token=self.params["api_token"],
@@ -109,7 +108,7 @@ class WebhookTarget:
             self.fail("retries must be 0 or more")
 
     def fail(self, msg, **extra):
-        self.module.fail_json(msg=msg, **extra)
+        raise EdgeAIError(msg, **extra)
 
     def _call(self, method, path, **kwargs):
         try:
@@ -182,7 +181,11 @@ class WebhookTarget:
         return dict(sent=True, id=event["id"], status=status, response=body)
 
 
-def main(module_class):
-    module = module_class(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    result = WebhookTarget(module).run()
+def run_module(module_cls):
+    """Entry point used by plugins/modules/webhook_target.py."""
+    module = module_cls(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    try:
+        result = WebhookTarget(module.params, check_mode=module.check_mode).run()
+    except EdgeAIError as exc:
+        module.fail_json(msg=exc.msg, **exc.details)
     module.exit_json(**result)

@@ -295,35 +295,12 @@ ansible_facts:
               elements: str
 """
 
-import json
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.edgeai.fleet.plugins.module_utils._device_facts import gather
+from ansible_collections.edgeai.fleet.plugins.module_utils._device_facts import run_module
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            root=dict(type="path", default="/"),
-            models_path=dict(type="path", default="/var/lib/edgeai/models"),
-            query_engine=dict(type="bool", default=True),
-        ),
-        supports_check_mode=True,
-    )
-
-    def docker_version(binary):
-        rc, out, err = module.run_command([binary, "version", "--format", "{{json .}}"])
-        try:
-            return json.loads(out)
-        except ValueError:
-            return None
-
-    facts = gather(
-        root=module.params["root"],
-        models_path=module.params["models_path"],
-        docker_version=docker_version if module.params["query_engine"] else None,
-    )
-    module.exit_json(changed=False, ansible_facts={"edge_device": facts})
+def main():
+    run_module(AnsibleModule)
 
 
 if __name__ == "__main__":

@@ -90,21 +90,11 @@ backup_file:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.edgeai.fleet.plugins.module_utils._docker_daemon_config import DockerConfigFile
+from ansible_collections.edgeai.fleet.plugins.module_utils._docker_daemon_config import run_module
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", default="/etc/docker/daemon.json"),
-            settings=dict(type="dict", default={}),
-            remove_keys=dict(type="list", elements="str", default=[], no_log=False),
-            backup=dict(type="bool", default=False),
-        ),
-        add_file_common_args=True,
-        supports_check_mode=True,
-    )
-    DockerConfigFile(module).run()
+def main():
+    run_module(AnsibleModule)
 
 
 if __name__ == "__main__":

@@ -210,7 +210,7 @@ test_event:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.edgeai.fleet.plugins.module_utils._webhook_target import main as run_module
+from ansible_collections.edgeai.fleet.plugins.module_utils._webhook_target import run_module
 
 
 def main():
