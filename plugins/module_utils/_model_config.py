@@ -14,7 +14,7 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._errors import Config
 
 # The parser and the type tables live in _pbtxt.py (no ansible imports), which the LiteRT server
 # image carries as a byte-identical copy; re-exported here for the modules.
-from ansible_collections.edgeai.fleet.plugins.module_utils._pbtxt import (  # noqa: F401 - re-exports
+from ansible_collections.edgeai.fleet.plugins.module_utils._pbtxt import (  # noqa: F401 - re-exports  # pylint: disable=unused-import
     DATA_TYPES,
     KSERVE_DATATYPE,
     MODEL_FILENAME_RULE,

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 from ansible.module_utils.urls import open_url
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import WebhookError  # noqa: F401 - re-exported
-from ansible_collections.edgeai.fleet.plugins.module_utils._http import (  # noqa: F401 - backoff_delay re-exported
+from ansible_collections.edgeai.fleet.plugins.module_utils._http import (  # noqa: F401 - backoff_delay re-exported  # pylint: disable=unused-import
     Client,
     RetryPolicy,
     backoff_delay,

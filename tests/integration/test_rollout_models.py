@@ -33,7 +33,7 @@ def _load(port: int, model: str, platform: str, stop: threading.Event, counts: d
     else:
         body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": INPUT}]}
     data = json.dumps(body).encode()
-    for _ in range(20_000):
+    for _attempt in range(20_000):
         if stop.is_set():
             return
         request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/{model}/infer", data=data,
@@ -46,8 +46,8 @@ def _load(port: int, model: str, platform: str, stop: threading.Event, counts: d
         counts["ok" if ok else "failed"] += 1
 
 
-def test_two_models_each_updated_while_the_other_serves_without_a_failed_request(lab, fleet, lab_ssh, lab_tunnel,
-                                                                               tmp_path):
+def test_two_models_each_updated_while_the_other_serves_without_a_failed_request(
+        lab, fleet, lab_ssh, lab_tunnel, tmp_path):
     base_first = deploy(lab, fleet, demo_release(81), tmp_path / "a81", "-e", "edgeai_max_unavailable_per_site=100%")
     base_second = deploy(lab, fleet, demo_release(81, name=SECOND), tmp_path / "b81",
                          "-e", "edgeai_max_unavailable_per_site=100%")

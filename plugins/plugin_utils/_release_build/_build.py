@@ -270,4 +270,3 @@ def build_release(model, name, version, out, platforms=None, inputs=None, input_
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
-

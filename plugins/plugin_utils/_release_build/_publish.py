@@ -227,8 +227,8 @@ def image_documents(layer_path, name, version, key, platform):
 def publish_oci(layer_path, name, version, key, platform, settings, check_mode=False, opener=open_url):
     """Push the image; return (``registry/repository@sha256:...``, changed)."""
     registry, repository = str(settings["registry"]), str(settings["repository"]).strip("/")
-    tag = str(settings.get("tag") or "{version}-{key}").format(version=version, key=key, name=name,
-                                                                platform=platform)
+    template = str(settings.get("tag") or "{version}-{key}")
+    tag = template.format(version=version, key=key, name=name, platform=platform)
     pusher = RegistryPusher(registry, settings.get("username"), settings.get("password"),
                             settings.get("validate_certs", True), settings.get("ca_path"),
                             float(settings.get("timeout") or 120), scheme=settings.get("scheme", "https"),

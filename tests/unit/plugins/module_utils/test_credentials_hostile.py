@@ -278,8 +278,8 @@ def run_model_artifact(capsys, monkeypatch, **args):
     return exc.value.code, json.loads(raw), raw + "\n".join(logged)
 
 
-def test_a_presigned_url_is_redacted_in_the_result_the_invocation_and_the_log(tmp_path, servers, capsys,
-                                                                             monkeypatch):
+def test_a_presigned_url_is_redacted_in_the_result_the_invocation_and_the_log(
+        tmp_path, servers, capsys, monkeypatch):
     server = servers.start(routes={"/m.tgz": (200, {}, V1)})
     url = f"{server.url}/m.tgz?X-Amz-Credential=AKIAEXAMPLE0001%2F20240101&X-Amz-Expires=900&X-Amz-Signature={SIG}"
     rc, out, everything = run_model_artifact(capsys, monkeypatch, name="scale", version=1, sha256=sha(V1),

@@ -83,7 +83,7 @@ def test_backoff_doubles_up_to_the_cap():
 
 def test_jitter_stays_in_the_upper_half_of_the_window_and_varies():
     rng = random.Random(7)
-    delays = [backoff_delay(3, 0.5, 30.0, rng) for _ in range(200)]
+    delays = [backoff_delay(3, 0.5, 30.0, rng) for _attempt in range(200)]
     assert all(1.0 <= d <= 2.0 for d in delays)  # window 0.5 * 2**2 = 2 s
     assert len(set(round(d, 6) for d in delays)) > 150  # jitter, not a constant
 
@@ -382,7 +382,6 @@ def test_a_throttled_download_from_a_server_waits_in_proportion(servers):
     resp.close()
     assert (written, error) == (len(payload), None)
     assert 2.9 <= clock.now <= 3.0
-
 
 
 # -- every client on this layer -----------------------------------------------------------

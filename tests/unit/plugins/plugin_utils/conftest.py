@@ -4,4 +4,4 @@
 
 from __future__ import annotations
 
-from release_build_fixtures import ca, real_model, registry, store  # noqa: F401
+from release_build_fixtures import ca, real_model, registry, store  # noqa: F401  # pylint: disable=unused-import
