@@ -21,6 +21,10 @@ description:
     files give a result plus entries in C(warnings), never a failure.
 author:
   - edgeai.fleet contributors (@edgeai)
+extends_documentation_fragment:
+  - edgeai.fleet._attributes
+  - edgeai.fleet._attributes.info_module
+  - edgeai.fleet._attributes.facts
 options:
   root:
     description:
@@ -42,15 +46,8 @@ options:
     type: bool
     default: true
 attributes:
-  check_mode:
-    support: full
-    description: The module changes nothing; it runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
   facts:
-    support: full
-    description: Sets C(ansible_facts.edge_device).
+    details: Sets C(ansible_facts.edge_device).
 notes:
   - Architecture is the running kernel's (C(uname -m)) mapped to container-image names.
   - The JetPack release is taken from a map of published L4T releases; an L4T release the map

@@ -41,13 +41,19 @@ options:
     default: false
 extends_documentation_fragment:
   - ansible.builtin.files
+  - edgeai.fleet._attributes
 attributes:
   check_mode:
     support: full
-    description: Reports what would change and writes nothing.
+    details: Reports what would change and writes nothing.
   diff_mode:
     support: full
-    description: The diff shows the whole file before and after, keys sorted.
+    details: The diff shows the whole file before and after, keys sorted.
+  idempotent:
+    support: full
+    details:
+      - The file is written only when the merged content differs, and its file attributes (owner,
+        group, mode, SELinux context) are set only when they differ, so a second run reports no change.
 """
 
 EXAMPLES = r"""

@@ -34,6 +34,7 @@ author:
 extends_documentation_fragment:
   - edgeai.fleet._inference_server
   - edgeai.fleet._events
+  - edgeai.fleet._attributes
 options:
   name:
     description: Model name.
@@ -152,13 +153,17 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports whether the repository or the server would change; changes nothing.
+    details: Reports whether the repository or the server would change; changes nothing.
   diff_mode:
     support: full
-    description: Shows the versions in the repository and the served version before and after.
+    details: Shows the versions in the repository and the served version before and after.
   idempotent:
-    support: full
-    description: A version already in place and READY is left alone (no reload, no smoke test).
+    support: partial
+    details:
+      - With O(state=present), a version already in place and READY is left alone (no reload, no smoke
+        test); with O(state=absent), a model that is neither in the repository nor loaded is left alone.
+      - With O(state=rolled_back), each run goes back one more version unless O(from_version) names the
+        version to go back from (a device no longer at that version is left alone).
 notes:
   - Runs on the device; needs only Python's standard library.
   - A version's C(smoke_test.json) is never copied into the server's repository.

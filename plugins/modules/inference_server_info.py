@@ -18,6 +18,8 @@ author:
   - edgeai.fleet contributors (@edgeai)
 extends_documentation_fragment:
   - edgeai.fleet._inference_server
+  - edgeai.fleet._attributes
+  - edgeai.fleet._attributes.info_module
 options:
   gather:
     description:
@@ -58,13 +60,6 @@ options:
     description: Fail when the server is not live. When false, RV(live=false) is returned.
     type: bool
     default: false
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to show.
 notes:
   - Runs on the device; needs only Python's standard library.
 seealso:

@@ -38,6 +38,7 @@ author:
   - edgeai.fleet contributors (@edgeai)
 extends_documentation_fragment:
   - edgeai.fleet._events
+  - edgeai.fleet._attributes
 options:
   name:
     description: Model name (the folder name in the model repository).
@@ -221,13 +222,13 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Nothing is fetched or written; the result says whether the staged version would change.
+    details: Nothing is fetched or written; the result says whether the staged version would change.
   diff_mode:
     support: full
-    description: The diff lists the staged files (with the start of their sha256) before and after.
+    details: The diff lists the staged files (with the start of their sha256) before and after.
   idempotent:
     support: full
-    description: Same source, same staged bytes, no change.
+    details: Same source, same staged bytes, no change.
 notes:
   - Runs on the device; needs only Python's standard library.
   - The OCI source reads uncompressed or gzip layers; zstd layers are not supported.

@@ -37,19 +37,23 @@ description:
   - Also callable without Ansible, from an ML pipeline, see docs/models.md "Bring your own model".
 author:
   - edgeai.fleet contributors (@edgeai)
+extends_documentation_fragment:
+  - edgeai.fleet._attributes
+  - edgeai.fleet._attributes.action
 attributes:
   action:
-    support: full
-    description: Runs on the controller as an action plugin; needs no connection.
+    details: Runs on the controller as an action plugin; needs no connection.
   check_mode:
     support: full
-    description: Builds in a temporary folder, reports whether anything would change, writes and uploads nothing.
+    details: Builds in a temporary folder, reports whether anything would change, writes and uploads nothing.
   diff_mode:
     support: none
-    description: Reports the artifacts and the release file written, not a diff.
+    details: Reports the artifacts and the release file written, not a diff.
   idempotent:
     support: full
-    description: The same model and options give the same bytes; files and uploads already holding them are left alone.
+    details: The same model and options give the same bytes; files and uploads already holding them are left alone.
+  platform:
+    details: Runs on the controller.
 options:
   model:
     description:

@@ -32,6 +32,8 @@ author:
   - edgeai.fleet contributors (@edgeai)
 extends_documentation_fragment:
   - edgeai.fleet._inference_server
+  - edgeai.fleet._attributes
+  - edgeai.fleet._attributes.action
 options:
   step:
     description:
@@ -121,29 +123,24 @@ options:
     default: wave
 attributes:
   action:
-    support: full
-    description: The engine runs on the controller and calls the device modules itself.
+    details: The engine runs on the controller and calls the device modules itself.
   async:
-    support: none
-    description: The steps run in the task, never in the background.
+    details: The steps run in the task, never in the background.
   bypass_host_loop:
-    support: none
-    description: Each host runs its own step; controller steps run on C(localhost).
+    details: Each host runs its own step; controller steps run on C(localhost).
   check_mode:
     support: full
-    description:
+    details:
       - Device steps run the device modules in check mode and report C(would_update) or C(would_stage);
         an artifact pushed from the controller is not pushed. The report is written in check mode too.
   diff_mode:
     support: none
-    description: The report says what changed or would change.
+    details: The report says what changed or would change.
   idempotent:
     support: full
-    description: A device that already serves the release costs its preflight and is reported C(unchanged).
+    details: A device that already serves the release costs its preflight and is reported C(unchanged).
   platform:
-    support: full
-    platforms: posix
-    description: The device steps run on POSIX devices.
+    details: The device steps run on POSIX devices.
 notes:
   - Use it through C(playbooks/deploy_model.yml) or the role P(edgeai.fleet.model_deploy#role); its steps
     depend on each other's facts.

@@ -22,6 +22,8 @@ description:
   - Runs on the device (or wherever it is delegated) with the Python standard library only.
 author:
   - edgeai.fleet contributors (@edgeai)
+extends_documentation_fragment:
+  - edgeai.fleet._attributes
 options:
   api_url:
     description:
@@ -110,13 +112,15 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reads the registration and reports what would change; writes nothing and sends no test event.
+    details: Reads the registration and reports what would change; writes nothing and sends no test event.
   diff_mode:
     support: full
-    description: Shows the managed registration fields before and after.
+    details: Shows the managed registration fields before and after.
   idempotent:
     support: full
-    description: The registration is compared field by field and written only when different.
+    details:
+      - The registration is compared field by field and written only when different.
+      - With O(test_event=true) a test event is sent on every run; it does not count as a change.
 notes:
   - The API contract (device registration upsert, signed events, idempotency keys) is
     documented in the collection's C(docs/event-api.yaml) and C(docs/events.md).
