@@ -24,8 +24,23 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._pbtxt import (  # no
 )
 from ansible_collections.edgeai.fleet.plugins.module_utils._pbtxt import parse_config as _parse_config
 
-_ENUM = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Fields of Triton's model_config.proto whose type is an enum (DataType, ModelInput.Format, the
+# Kind of instance groups, secondary devices, batch inputs and outputs and sequence controls,
+# ModelOptimizationPolicy.ModelPriority, ModelQueuePolicy.TimeoutAction): their values are written
+# bare (TYPE_FP32, KIND_CPU). Every other string is quoted, as the protobuf text format requires.
+ENUM_FIELDS = frozenset(("data_type", "format", "kind", "priority", "timeout_action"))
+
+# Fields of Triton's model_config.proto that are maps, wherever they appear (ModelConfig's
+# cc_model_filenames, metric_tags and parameters; an accelerator's or a repository agent's
+# parameters; an ensemble step's input_map and output_map; a warm-up sample's inputs; the dynamic
+# batcher's priority_queue_policy, whose keys are integers). ``input`` is a map only inside a CUDA
+# graph_spec or its graph_lower_bound (ModelConfig's ``input`` is the repeated ModelInput).
+MAP_FIELDS = frozenset(("cc_model_filenames", "metric_tags", "parameters", "input_map", "output_map", "inputs",
+                        "priority_queue_policy"))
+_MAP_FIELDS_IN = {"graph_spec": frozenset(("input",)), "graph_lower_bound": frozenset(("input",))}
+_INTEGER_KEYS = frozenset(("priority_queue_policy",))
 
 
 # -- generation ------------------------------------------------------------------------
@@ -36,19 +51,67 @@ def _scalar_text(key, value):
         return json.dumps(value)
     if not isinstance(value, str):
         raise ConfigError(f"config field {key!r}: unsupported value {value!r}")
-    if _ENUM.fullmatch(value):
-        return value  # enum constant such as TYPE_FP32 or KIND_CPU
+    if key in ENUM_FIELDS:
+        if not _IDENT.fullmatch(value):
+            raise ConfigError(f"config field {key!r}: {value!r} is not an enum constant (such as TYPE_FP32, KIND_CPU)")
+        return value
     return json.dumps(value)
 
 
-def _emit(key, value, indent, lines):
+def _is_map_entry(value):
+    """An entry of a map in the text form, as the parser gives it: {"key": k, "value": v}."""
+    return (isinstance(value, dict) and "key" in value and set(value) <= {"key", "value"}
+            and not isinstance(value["key"], (dict, list)))
+
+
+def _map_entries(key, value):
+    """(key, value) pairs of a map given in the JSON form ({"8.7": "model.plan"}) or in the text
+    form the parser gives ({"key": "8.7", "value": "model.plan"}, or a list of those)."""
+    if isinstance(value, (list, tuple)):
+        if not all(_is_map_entry(item) for item in value):
+            raise ConfigError(f"config field {key!r} is a map: give it as {{key: value, ...}}")
+        return [(item["key"], item.get("value")) for item in value]
+    if not isinstance(value, dict):
+        raise ConfigError(f"config field {key!r} is a map: give it as {{key: value, ...}}")
+    if _is_map_entry(value):
+        return [(value["key"], value.get("value"))]
+    return list(value.items())
+
+
+def _map_key_text(field, map_key):
+    if field in _INTEGER_KEYS:
+        try:
+            if isinstance(map_key, bool) or int(str(map_key), 10) < 0:
+                raise ValueError
+            return str(int(str(map_key), 10))
+        except ValueError:
+            raise ConfigError(f"config field {field!r}: key {map_key!r} is not an integer >= 0") from None
+    if isinstance(map_key, bool) or not isinstance(map_key, (str, int, float)):
+        raise ConfigError(f"config field {field!r}: key {map_key!r} is not a string")
+    return json.dumps(str(map_key))
+
+
+def _emit_map(key, value, indent, lines):
+    pad = "  " * indent
+    for map_key, map_value in _map_entries(key, value):
+        lines.append(f"{pad}{key} {{")
+        lines.append(f"{pad}  key: {_map_key_text(key, map_key)}")
+        _emit("value", map_value, indent + 1, lines, parent=key)
+        lines.append(f"{pad}}}")
+
+
+def _emit(key, value, indent, lines, parent=None):
     pad = "  " * indent
     if not _IDENT.fullmatch(str(key)):
         raise ConfigError(f"config field name {key!r} is not valid")
-    if isinstance(value, dict):
+    if value is None:
+        return
+    if key in MAP_FIELDS or key in _MAP_FIELDS_IN.get(parent, ()):
+        _emit_map(key, value, indent, lines)
+    elif isinstance(value, dict):
         lines.append(f"{pad}{key} {{")
         for k in value:
-            _emit(k, value[k], indent + 1, lines)
+            _emit(k, value[k], indent + 1, lines, parent=key)
         lines.append(f"{pad}}}")
     elif isinstance(value, (list, tuple)):
         if value and all(isinstance(v, dict) for v in value):
@@ -56,15 +119,13 @@ def _emit(key, value, indent, lines):
             for i, item in enumerate(value):
                 lines.append(f"{pad}  {{")
                 for k in item:
-                    _emit(k, item[k], indent + 2, lines)
+                    _emit(k, item[k], indent + 2, lines, parent=key)
                 lines.append("{}  }}{}".format(pad, "," if i < len(value) - 1 else ""))
             lines.append(f"{pad}]")
         elif any(isinstance(v, (dict, list, tuple)) for v in value):
             raise ConfigError(f"config field {key!r} mixes messages and values")
         else:
             lines.append("{}{}: [ {} ]".format(pad, key, ", ".join(_scalar_text(key, v) for v in value)))
-    elif value is None:
-        return
     else:
         lines.append(f"{pad}{key}: {_scalar_text(key, value)}")
 
@@ -72,7 +133,12 @@ def _emit(key, value, indent, lines):
 def render_config(config, name=None):
     """Render a dict (the JSON form of Triton's ModelConfig) as config.pbtxt text.
 
-    String values that look like enum constants (TYPE_FP32, KIND_CPU) are written bare."""
+    Strings are quoted, except the values of enum fields (``ENUM_FIELDS``: TYPE_FP32, KIND_CPU),
+    which are written bare. Maps (``MAP_FIELDS``) may be given in the JSON form
+    (``{"8.7": "model.plan"}``) or in the text form the parser gives (``{"key": "8.7", "value":
+    "model.plan"}`` or a list of those; a map given as a dict whose only keys are ``key`` and
+    ``value`` is read as that form); they are written as the text format writes maps, one
+    ``field { key: ... value: ... }`` per entry."""
     if not isinstance(config, dict):
         raise ConfigError("the model configuration must be a dict")
     config = dict(config)

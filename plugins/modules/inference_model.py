@@ -67,8 +67,11 @@ options:
     description:
       - The model configuration as a dict in the JSON form of Triton's ModelConfig
         (C(backend) or C(platform), C(max_batch_size), C(input), C(output) ...). Rendered as
-        C(config.pbtxt); string values that look like enum constants (C(TYPE_FP32), C(KIND_CPU))
-        are written bare. C(name) defaults to O(name) and C(version_policy) to the latest one version.
+        C(config.pbtxt) in the form Triton reads. Strings are quoted, values of enum fields (C(data_type),
+        C(format), C(kind), C(priority), C(timeout_action)) are written bare (C(TYPE_FP32), C(KIND_CPU)),
+        and maps (C(parameters), C(cc_model_filenames), C(metric_tags) ...), given as dicts from
+        keys to values, are written as key/value entries.
+      - C(name) defaults to O(name) and C(version_policy) to the latest one version.
     type: dict
   smoke_test:
     description:
