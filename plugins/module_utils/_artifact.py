@@ -38,9 +38,6 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._download import (
 )
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError, EdgeAIError
 from ansible_collections.edgeai.fleet.plugins.module_utils._events import EVENTS_ARGS, EventPoster
-from ansible_collections.edgeai.fleet.plugins.module_utils._http import (  # noqa: F401 - imported from here too
-    Throttle,  # pylint: disable=unused-import
-)
 from ansible_collections.edgeai.fleet.plugins.module_utils._http import redact_url as _redact
 from ansible_collections.edgeai.fleet.plugins.module_utils._oci_registry import RegistryClient, parse_image_ref
 

@@ -23,10 +23,10 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._artifact import (
     ARGUMENT_SPEC,
     Downloader,
     ModelArtifact,
-    Throttle,
     parse_image_ref,
 )
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError, UnsafeArchiveError
+from ansible_collections.edgeai.fleet.plugins.module_utils._http import Throttle
 
 
 # -- servers -----------------------------------------------------------------------------

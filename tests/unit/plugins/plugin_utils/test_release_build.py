@@ -546,7 +546,8 @@ def test_publish_as_an_oci_image_pinned_by_digest_that_a_device_pulls(real_model
     assert again["artifacts"]["jetson"]["published"]["changed"] is False
 
     with pytest.raises(BuildError, match="refused the credentials|HTTP 401") as err:
-        bad = dict(common, version=7, publish=dict(publish, password="not-the-password"))
+        bad = dict(common)
+        bad.update({"version": 7, "publish": dict(publish, password="not-the-password")})
         build_release(out=str(tmp_path / "bad"), **bad)
     assert "not-the-password" not in err.value.msg
 
