@@ -60,9 +60,11 @@ test: lint sanity unit images integration molecule
 
 # galaxy-check: galaxy-importer (what Galaxy runs on an upload) on the built tarball, offline, and
 # antsibull-docs lint-collection-docs on its docs; role-readmes: the role READMEs match their
-# meta/argument_specs.yml (run scripts/role-readmes to rewrite them).
+# meta/argument_specs.yml (run scripts/role-readmes to rewrite them); py38-import: the device-side
+# code imports with Python 3.8 (when one is installed).
 lint: venv
 	ruff check plugins tests images benchmarks molecule scripts/demo-release scripts/role-readmes scripts/check-demo-run scripts/fetch-test-models
+	tests/sanity/py38-import
 	ansible-lint --profile production
 	antsibull-changelog lint
 	$(BIN)/python scripts/role-readmes --check

@@ -229,7 +229,7 @@ class RetryPolicy:
             return False
         if isinstance(exc, urllib.error.URLError) and isinstance(reason, str):
             return "unknown url type" not in reason and "no host given" not in reason
-        return isinstance(exc, (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError,  # noqa: UP041
+        return isinstance(exc, (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError,
                                 http.client.HTTPException, OSError))
 
     def retry_after(self, value):
@@ -296,7 +296,7 @@ def copy_body(source, out, throttle=None, hasher=None, chunk=CHUNK):
     while True:
         try:
             block = source.read(chunk)
-        except (TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException, OSError,  # noqa: UP041
+        except (TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException, OSError,
                 ValueError) as exc:
             return written, exc
         if not block:
@@ -499,7 +499,7 @@ class Client:
                     method, data = ("HEAD" if method == "HEAD" else "GET"), None
                     headers = dict((k, v) for k, v in headers.items() if k.lower() != "content-type")
                 current = target
-            except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError,  # noqa: UP041
+            except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError,
                     http.client.HTTPException, OSError, ValueError) as exc:
                 reason = getattr(exc, "reason", None) or exc
                 raise self.fail(f"{method} {redact_url(current)}: cannot reach {self.what}: {reason}", url=current,

@@ -17,7 +17,7 @@ import uuid
 from datetime import datetime, timezone
 
 from ansible.module_utils.urls import open_url
-from ansible_collections.edgeai.fleet.plugins.module_utils._errors import WebhookError  # noqa: F401 - re-exported
+from ansible_collections.edgeai.fleet.plugins.module_utils._errors import WebhookError
 from ansible_collections.edgeai.fleet.plugins.module_utils._http import (  # noqa: F401 - backoff_delay re-exported  # pylint: disable=unused-import
     Client,
     RetryPolicy,
@@ -44,7 +44,7 @@ def sign(secret, timestamp, body):
 
 def utc_now_iso():
     # timezone.utc, not datetime.UTC: device-side code also runs on Python 3.8.
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: UP017
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def make_event(event_type, device_id, data, source="ansible"):

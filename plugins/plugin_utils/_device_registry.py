@@ -215,7 +215,7 @@ def load_registry_file(path: str) -> t.Any:
     except UnicodeDecodeError:
         text = raw  # let libyaml detect UTF-16 or report the bad bytes
     try:
-        return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=_YamlLoader)  # SafeLoader or CSafeLoader
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         at = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''

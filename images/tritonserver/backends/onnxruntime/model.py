@@ -27,9 +27,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "site-packages"))
 
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
 
 DEFAULT_FILENAME = "model.onnx"
 if hasattr(ort, "disable_telemetry_events"):

@@ -151,7 +151,7 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
 
     # -- plumbing -------------------------------------------------------------------
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         LOG.debug(format % args, extra={"fields": {"client": self.client_address[0]}})
 
     def _read_body(self, required: bool = True) -> bytes | None:
@@ -245,7 +245,7 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     # -- verbs ----------------------------------------------------------------------
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if not self._no_body():
             return
@@ -268,7 +268,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(HTTPStatus.OK, registration)
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         path = urlsplit(self.path).path
         match = DEVICE_PATH.match(path)
         body = self._read_body()
@@ -301,7 +301,7 @@ class Handler(BaseHTTPRequestHandler):
         LOG.info("registration stored", extra={"fields": {"device_id": device_id, "created": created}})
         self._send(HTTPStatus.CREATED if created else HTTPStatus.OK, record)
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         path = urlsplit(self.path).path
         if not self._no_body():
             return
@@ -322,7 +322,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._error(HTTPStatus.NOT_FOUND, "not_found", "device not registered")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = urlsplit(self.path).path
         body = self._read_body(required=not path.startswith("/_control"))  # curl -X POST .../reset
         if body is None:

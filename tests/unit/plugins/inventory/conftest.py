@@ -171,7 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self):  # noqa: N802 - http.server naming
+    def do_GET(self):
         state: RegistryState = self.server.state
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)

@@ -50,7 +50,7 @@ class Recorder(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle  # noqa: N815
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
 
 class Servers:

@@ -161,7 +161,7 @@ class _Registry(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         item = self.server.items.get(self.path)
         body, ctype = item if item else (b"", "text/plain")
         self.send_response(200 if item else 404)

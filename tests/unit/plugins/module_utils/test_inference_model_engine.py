@@ -43,7 +43,7 @@ class FakeServer(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         srv = self.server
         path = self.path
         if path in ("/v2/health/live", "/v2/health/ready"):
@@ -66,7 +66,7 @@ class FakeServer(BaseHTTPRequestHandler):
                                      "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "shape": [-1]}]})
         return self._reply(404, {"error": "not found"})
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         srv = self.server
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")

@@ -36,7 +36,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep test output quiet
         pass
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         srv = self.server
         srv.log.append((self.path, self.headers.get("Range"), self.headers.get("Authorization")))
         if srv.registry is not None:

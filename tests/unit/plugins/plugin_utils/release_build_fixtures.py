@@ -24,7 +24,7 @@ import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # tests/: real_models
 
-from real_models import fetch  # noqa: E402
+from real_models import fetch
 
 STORE_USER, STORE_PASSWORD = "publisher", "store-secret-pw"
 REGISTRY_USER, REGISTRY_PASSWORD = "fleet", "registry-secret-pw"
@@ -61,7 +61,7 @@ class StoreHandler(BaseHTTPRequestHandler):
         self.end_headers()
         return False
 
-    def do_PUT(self):  # noqa: N802
+    def do_PUT(self):
         self.server.log.append(("PUT", self.path))
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
@@ -88,10 +88,10 @@ class StoreHandler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(body)
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self._get(False)
 
-    def do_HEAD(self):  # noqa: N802
+    def do_HEAD(self):
         self._get(True)
 
 
@@ -141,7 +141,7 @@ def registry(tmp_path_factory, ca):
                  "tls": {"certificate": str(work / "cert.pem"), "key": str(work / "key.pem")}},
         "auth": {"htpasswd": {"realm": "edgeai-test", "path": str(work / "htpasswd")}},
     }))
-    log = open(work / "registry.log", "w")  # noqa: SIM115 - closed below
+    log = open(work / "registry.log", "w")
     proc = subprocess.Popen([binary, "serve", str(work / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
     context = ssl.create_default_context(cafile=ca.path)
     try:

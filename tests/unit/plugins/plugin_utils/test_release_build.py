@@ -679,7 +679,7 @@ def test_oci_push_with_bearer_tokens_per_scope(real_model, tmp_path, ca):
                 return self._send(404)
             return self._send(404)
 
-        do_GET = do_HEAD = do_POST = do_PUT = _handle  # noqa: N815
+        do_GET = do_HEAD = do_POST = do_PUT = _handle
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
     server.daemon_threads = True
