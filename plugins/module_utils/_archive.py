@@ -704,20 +704,6 @@ def extract_zip(path, dest, strip="", limits=None, space_check=None):
     return plan.total
 
 
-def unpacked_size(path, fmt):
-    """Bytes an archive declares it unpacks to (the unpacking itself counts what it writes)."""
-    try:
-        if fmt == "zip":
-            with zipfile.ZipFile(path) as archive:
-                return sum(i.file_size for i in archive.infolist())
-        if fmt == "tar":
-            with tarfile.open(path, "r:*", tarinfo=_TarInfo) as archive:
-                return sum(m.size for m in _tar_members(archive, path) if m.isfile())
-    except READ_ERRORS as exc:
-        raise ArtifactError(f"{path} is not a readable {fmt} archive (truncated or corrupt?): {_why(exc)}") from None
-    return os.path.getsize(path)
-
-
 def copy_tree_checked(src, dest, limits=None):
     """Copy a directory tree: regular files, folders and links that resolve inside ``src``
     (following chains); anything else is refused. Nothing is written through a link."""

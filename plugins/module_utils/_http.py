@@ -47,8 +47,6 @@ _PERMANENT_5XX = frozenset({501, 505})
 # X-Amz-Credential, X-Amz-Security-Token, X-Goog-Signature, Azure's sig, CloudFront's
 # Signature/Policy/Key-Pair-Id), tokens, keys, passwords. Matched anywhere in the name.
 _SECRET_PARAM = re.compile(r"sig|token|secret|pass|pwd|key|auth|cred|session|policy|jwt|code|access", re.I)
-# Header names that carry credentials wherever a caller puts them.
-_SECRET_HEADER = re.compile(r"authorization|cookie|token|secret|key|auth|pass|session|credential|signature", re.I)
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]{}]+")
 _AUTH_IN_TEXT = re.compile(r"(?i)\b((?:proxy-)?authorization)([\"']?\s*[:=]\s*[\"']?)"
                            r"(?:(?:bearer|basic|token|digest)\s+)?[^\s\"',}]+")
@@ -183,10 +181,6 @@ def split_userinfo(url):
     user, dummy, password = userinfo.partition(":")
     stripped = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     return stripped, basic_auth(unquote(user), unquote(password))
-
-
-def is_secret_header(name):
-    return bool(_SECRET_HEADER.search(name or ""))
 
 
 # -- retry policy ----------------------------------------------------------------------

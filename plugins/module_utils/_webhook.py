@@ -28,7 +28,6 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._http import (  # noq
 SIGNATURE_HEADER = "X-Edgeai-Signature"
 TIMESTAMP_HEADER = "X-Edgeai-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 # COPIED ON PURPOSE: the signing contract (docs/event-api.yaml) has a copy in each separately

@@ -47,7 +47,6 @@ SERVING = {
 }
 # Triton backend each kind needs on the device (the release's requires.backends).
 BACKENDS = {"onnx": "onnxruntime", "plan": "tensorrt", "python": "python"}
-MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx", "plan": "model.plan", "python": "model.py"}
 
 
 def check_platform(kind, platform, key, path):
