@@ -1,10 +1,10 @@
 """Run the benchmarks under benchmarks/<name>/bench.py and write docs/benchmarks.md.
 
-Each bench.py prints a Markdown section (a heading, what it compares, a table with ratios)
-on stdout. Benchmarks are not tests: they run only through `make bench`, never in CI. This
-machine is shared and noisy, so every benchmark compares side by side within one run.
+Each bench.py (run as `python -m benchmarks.<name>.bench`) prints a Markdown section (a heading,
+what it compares, a table with ratios) on stdout. Benchmarks are not tests: they run only through
+`make bench`, never in CI. This machine is shared and noisy, so every benchmark compares side by side within one run.
 
-Usage: python benchmarks/run.py [--out FILE] [name ...]
+Usage: python benchmarks/run.py [--out FILE] [name ...] [-- ARGS]   (ARGS go to each benchmark run)
 
 Without names every benchmark runs. With names only those run, and the sections of the
 others already in docs/benchmarks.md stay as they are, so one benchmark can be refreshed at a
@@ -71,7 +71,7 @@ def read_sections(text: str, names: set[str]) -> dict[str, str]:
         if marker:
             name = marker.group(1)
             chunk = "\n".join(lines[1:]).strip() + "\n"
-        elif found := re.search(r"Reproduce: `[^`]*benchmarks/([\w.-]+)/bench\.py", chunk):
+        elif found := re.search(r"Reproduce: `[^`]*benchmarks[/.]([\w-]+)[/.]bench\b", chunk):
             name = found.group(1)
         else:
             name = lines[0][3:].strip()  # a FAILED section: "## <name>"
@@ -87,7 +87,8 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", help="benchmarks to run (default: every one)")
     ap.add_argument("--out", type=Path, default=OUT, help="the Markdown file to update (default: %(default)s)")
-    args = ap.parse_args(argv)
+    passed = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = ap.parse_args(argv[:len(argv) - len(passed) - (1 if "--" in argv else 0)])
     every = {p.parent.name: p for p in (ROOT / "benchmarks").glob("*/bench.py")}
     unknown = sorted(set(args.names) - set(every))
     if unknown:
@@ -101,9 +102,10 @@ def main(argv: list[str]) -> int:
     failed = []
     for name in chosen:
         rel = every[name].relative_to(ROOT)
+        command = ["-m", f"benchmarks.{name}.bench", *passed]
         print(f"== {rel}", flush=True)
-        proc = subprocess.run([sys.executable, str(rel)], cwd=ROOT, capture_output=True, text=True, check=False)
-        sys.stderr.write(proc.stderr)
+        # the benchmark's log (stderr) goes straight through, as it runs
+        proc = subprocess.run([sys.executable, *command], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
         if proc.returncode != 0:
             failed.append(str(rel))
             note = f"The run of {now} FAILED (exit {proc.returncode}); see that command's output."
@@ -113,9 +115,8 @@ def main(argv: list[str]) -> int:
             else:
                 sections[name] = f"## {name}\n\n{note}\n"
             continue
-        sections[name] = (
-            proc.stdout.strip() + f"\n\nReproduce: `.venv/bin/python {rel}` (run {now}; machine: {where}).\n"
-        )
+        reproduce = f"`.venv/bin/python {' '.join(command)}` (run {now}; machine: {where})"
+        sections[name] = proc.stdout.strip() + f"\n\nReproduce: {reproduce}.\n"
     out.write_text(HEADER + "".join(f"\n<!-- bench: {n} -->\n{sections[n]}" for n in sorted(sections)))
     print(f"wrote {out} (ran: {', '.join(chosen)}; kept: {', '.join(sorted(set(sections) - set(chosen))) or 'none'})")
     return 1 if failed else 0

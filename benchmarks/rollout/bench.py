@@ -1,583 +1,558 @@
 #!/usr/bin/env python3
 # Copyright: edgeai.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Rollout time on lab devices: a model update and a no-op re-run of playbooks/deploy_model.yml.
+"""Rollout time on lab devices: a model update and a converged re-run of deploy_model.yml, against the previous design.
 
-The bench adds its own devices to the running lab (`tests/lab/lab device add --no-inventory`,
-sites e2e-north/-south/-east/-west, Jetson and Coral profiles mixed), writes a device_registry
-inventory for exactly them (with the lab's site group_vars) and, outside the timed part,
-bootstraps them and installs version 1 of the demo model (scripts/demo-release). Then:
+The bench adds its own devices to the running lab (`lab device add --no-inventory`, sites
+rb-north/-south/-east/-west, Jetson and Coral profiles mixed), writes a device_registry inventory
+for exactly them and, outside the timed part, bootstraps them and installs the demo model
+(scripts/demo-release). At each fleet size (--devices, e.g. 8 then 24: the devices are added to
+the ones there), side by side and alternating which goes first:
 
-1. Update, timed: version 1 -> 2 with the playbook's defaults (canary wave, one device per
-   site per wave) and a --soak-s canary soak. The wall time is split with the report's
-   per-device numbers (`stage_s`, `load_time_s`, `smoke_latency_ms`):
-   - transfer: the wave's staging span (make the folder, push the artifact, verify and unpack
-     it; stage_s, measured on the controller, so it includes those tasks' SSH round trips);
-   - load and smoke: the slowest device of the wave (measured on the device);
-   - soak: the canary soak task as timed by ansible.posix.profile_tasks (a policy wait);
-   - controller overhead = wall - soak - sum over waves of (transfer + load + smoke), i.e.
-     everything that is not device-side work on the critical path: ansible-playbook's start,
-     inventory, preflight, planning, the role's own checks and events, the failure budget
-     checks and the report. A strict variant counts staging as controller work too.
-   Goal: controller overhead under half of the total; judged on wall - soak (stricter).
-2. No-op re-run on the converged fleet (every device already serves version 2), --noop-repeat
-   times per tuning variant (environment variables only; ansible.cfg and the playbook are not
-   edited; one proposed playbook change is measured on a copy of playbooks/). Each run gets a
-   fresh SSH ControlPath directory (cold connections, as a nightly job finds them) unless the
-   variant says warm. Goal: under 0.5 s per device.
+- new: this checkout's playbooks/deploy_model.yml (the action edgeai.fleet.rollout);
+- old: the collection as of commit a19d6cd (`git archive` into a temporary
+  ansible_collections/edgeai/fleet, the repository's ansible.cfg with collections_path pointing
+  there, its inventory config without the newer allow_ansible_vars option).
 
-Memory per device is read from cgroup v1 files (`docker stats` reads 0 B for lab devices on
-this engine): the device container plus the containers its own engine runs (with the host
-cgroup namespace they are siblings of the device's cgroup, not children). Working set =
-usage - inactive file cache, as `docker stats` computes it.
+1. Update, version k -> k+1, the playbook's defaults and a --soak-s canary soak (profile_tasks on).
+   Controller overhead = wall - soak - sum over waves of (the wave's slowest transfer (stage_s) +
+   the load and smoke test of its slowest device (load_time_s, smoke_latency_ms)), from the report's
+   rows; soak: the rows' soak_s (new) or the soak task's time (old). Goal: under 35% of wall - soak,
+   and under 0.6 controller CPU-seconds per device.
+2. Converged re-run (every device `unchanged`), --repeat times per design, each with cold SSH
+   connections (a fresh ControlPath directory), then once with warm ones. Goals at the largest size:
+   under 0.15 controller CPU-seconds and under 0.3 s of wall per device.
 
-N: --devices (default 24), capped by measurement: the inotify instances of root that the first
-4 devices (one per site) hold cap the devices added (the default fs.inotify.max_user_instances
-of 128 holds about 18 lab devices for all users of the machine together; see docs/rollout.md),
-and their memory and disk once bootstrapped cap N to what free memory and disk hold with a
-reserve for the other users of the machine. The other devices are added while the first 4
-bootstrap. No-op variants are skipped when the --budget-s wall budget would be exceeded.
-Every device the bench added is removed in `finally`.
+Controller CPU = user + system seconds of ansible-playbook and everything under it (workers, ssh
+clients) and of its SSH ControlPersist masters: the bench is their child subreaper, and reaps them
+when it closes them (getrusage(RUSAGE_CHILDREN)); masters a run finds open are read from /proc.
+--profile: one more re-run of this design at the largest size with every ansible-playbook process
+under cProfile (CPU time; profile_hook/sitecustomize.py), to say where the CPU goes.
 
-    .venv/bin/python benchmarks/rollout/bench.py [--devices 24] [--soak-s 10] [--budget-s 900] [--noop-repeat 2]
+N is capped by what the machine holds: root's inotify instances (fs.inotify.max_user_instances;
+scripts/host-setup raises it), memory and disk as measured on the first 4 devices. Runs past
+--budget-s are skipped (the first size's measurements always run). Every device the bench added is
+removed at the end.
+
+    .venv/bin/python -m benchmarks.rollout.bench [--devices 8,24] [--soak-s 5] [--repeat 2] [--budget-s 1800]
 
 Prints a Markdown section on stdout (benchmarks/run.py collects it into docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import ctypes
 import os
+import pstats
 import re
-import resource
 import shutil
+import signal
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
+from edgeai_lab import access
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-LAB = ROOT / "tests" / "lab" / "lab"
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
-from edgeai_lab import inventory as lab_inventory  # noqa: E402  (the lab's own inventory settings)
+from benchmarks import ROOT
+from benchmarks.harness import (
+    T0,
+    Log,
+    children_cpu,
+    cpu_s,
+    fit_line,
+    goal,
+    inotify_instances,
+    loadavg,
+    mean,
+    meminfo,
+    mib,
+    parser,
+    table,
+    workdir,
+)
 
-SITES = ("e2e-north", "e2e-south", "e2e-east", "e2e-west")
+OLD_COMMIT = "a19d6cd"
+SITES = ("rb-north", "rb-south", "rb-east", "rb-west")
 # Every profile that gets a server in the lab (generic and jetson-nano do not).
 PROFILES = ("agx-orin", "coral-dev-board", "xavier-nx", "coral-usb", "orin-nano", "agx-xavier")
-PLATFORM = {"agx-orin": "jetson", "orin-nano": "jetson", "xavier-nx": "jetson", "agx-xavier": "jetson",
-            "coral-dev-board": "coral", "coral-usb": "coral"}
-NAME = re.compile(r"^e2e-(north|south|east|west)-b\d\d$")
+PLATFORM = {p: "coral" if p.startswith("coral") else "jetson" for p in PROFILES}
+NAME = re.compile(r"^rb-(north|south|east|west)-b\d\d$")
 PILOT = len(SITES)
-MEM_RESERVE_SHARE = 0.25  # of MemTotal, left to the other users of the machine
-DISK_RESERVE = 20 * 2**30
-INOTIFY_RESERVE = 16  # instances left for the devices of other users of the lab (2 devices)
-INOTIFY_FIRST_GUESS = 7  # per device, until the first devices are measured
+MEM_RESERVE_SHARE, DISK_RESERVE, INOTIFY_RESERVE = 0.25, 20 * 2**30, 16
 CGROUP_MEM = Path("/sys/fs/cgroup/memory/docker")
 DOCKER_ROOT = "/var/lib/docker" if Path("/var/lib/docker").exists() else "/"
-T0 = time.monotonic()
+GOALS = {"overhead": 0.35, "update_cpu": 0.6, "noop_cpu": 0.15, "noop_wall": 0.3}
+log = Log("rollout")
 
 
-def log(msg: str) -> None:
-    sys.stderr.write(f"[rollout bench {time.monotonic() - T0:6.0f}s] {msg}\n")
-    sys.stderr.flush()
+def plan(count: int) -> dict[str, dict[str, str]]:
+    """name -> site, platform, hardware: sites take turns, profiles cycle, so every site mixes both platforms."""
+    return {f"{SITES[i % 4]}-b{i + 1:02d}": {"site": SITES[i % 4], "platform": PLATFORM[PROFILES[i % 6]],
+                                             "hardware": PROFILES[i % 6]} for i in range(count)}
 
 
-def lab(*args: str, timeout: float = 600) -> str:
-    proc = subprocess.run([str(LAB), *args], capture_output=True, text=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"lab {' '.join(args)}: {proc.stderr[-2000:]}")
-    return proc.stdout
-
-
-def plan(count: int) -> dict[str, tuple[str, str]]:
-    """name -> (site, profile): sites take turns, profiles cycle, so every site mixes both platforms."""
-    out = {}
-    for i in range(count):
-        site = SITES[i % len(SITES)]
-        out[f"{site}-b{i + 1:02d}"] = (site, PROFILES[i % len(PROFILES)])
+# -- controller CPU: ansible-playbook's tree and its SSH masters ----------------------------------
+def masters(control: Path | None = None) -> list[int]:
+    """SSH ControlPersist masters handed to this process (its children by subreaping)."""
+    me, out = str(os.getpid()), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            if fields[0].endswith("(ssh") and fields[1].split()[1] == me and (
+                    control is None or str(control) in (stat.parent / "cmdline").read_text()):
+                out.append(int(stat.parent.name))
+        except OSError:
+            continue
     return out
 
 
-def lab_devices() -> dict[str, dict[str, Any]]:
-    return json.loads(lab("status", "--json", timeout=60))["devices"]
+def close_masters(control: Path | None = None) -> None:
+    for pid in masters(control):
+        try:
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
-def write_inventory(directory: Path, fleet: dict[str, tuple[str, str]], devices: dict[str, dict[str, Any]]) -> Path:
-    """A device_registry inventory of `fleet` (`devices`: their `lab status` entries) with the lab's own
-    host vars and its site group_vars beside it, as `lab up` writes them for its fleet."""
-    directory.mkdir(parents=True, exist_ok=True)
-    common = {k: v for k, v in lab_inventory.lab_vars().items() if k != "ansible_user"}
-    entries = [{"id": name, "site": site, "platform": PLATFORM[profile], "hardware": profile,
-                "address": "127.0.0.1", "port": devices[name]["ssh"]["port"], "user": "root", "ring": "broad",
-                "maintenance": False, "vars": common | lab_inventory.device_vars(name, devices[name])}
-               for name, (site, profile) in fleet.items()]
-    (directory / "devices.yml").write_text(yaml.safe_dump({"devices": entries}, sort_keys=False))
-    config = directory / "bench.device_registry.yml"
-    config.write_text("plugin: edgeai.fleet.device_registry\nsource_file: devices.yml\n"
-                      "allow_ansible_vars: [ansible_ssh_private_key_file]\n")  # the lab's vars name its key
-    (directory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
-    (directory / "group_vars" / "all" / "site.yml").write_text(lab_inventory.SITE_VARS_SRC.read_text())
-    return config
+class Design:
+    """A collection to run deploy_model.yml from: this checkout, or the tree of an older commit."""
+
+    def __init__(self, work: Path, commit: str | None = None) -> None:
+        self.label, self.old, self.env_extra = ("old" if commit else "new"), commit is not None, {}
+        self.cfg, self.playbook = ROOT / "ansible.cfg", ROOT / "playbooks" / "deploy_model.yml"
+        if commit:
+            top = work / "old"
+            tree = top / "ansible_collections" / "edgeai" / "fleet"
+            tree.mkdir(parents=True)
+            archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+            self.cfg = top / "ansible.cfg"
+            self.cfg.write_text(re.sub(r"(?m)^collections_path = .*$", f"collections_path = {top}",
+                                       (ROOT / "ansible.cfg").read_text()))
+            self.playbook = tree / "playbooks" / "deploy_model.yml"
+            self.env_extra = {"ANSIBLE_COLLECTIONS_PATH": str(top)}
+
+    def inventory(self, directory: Path, fleet: dict[str, dict[str, str]]) -> Path:
+        # the old plugin does not know allow_ansible_vars (it took the lab's key variable as it was)
+        return access.registry_inventory(directory / self.label, fleet, access.status()["devices"], not self.old)
 
 
-CPU: dict[int, float] = {}  # controller CPU seconds of each ansible-playbook run, by id of its result
+class Bench:
+    def __init__(self, args: Any, work: Path) -> None:
+        self.args, self.work = args, work
+        self.new, self.old = Design(work), Design(work, OLD_COMMIT)
+        self.version, self.fleet, self.added = 0, {}, []
+        self.facts: dict[str, Any] = {}
+        self.inventories: dict[str, Path] = {}
+
+    def playbook(self, design: Design, version: int, tag: str, *extra: str, control: Path | None = None,
+                 **env: str) -> dict[str, Any]:
+        """One deploy_model.yml run: its wall and controller CPU seconds, report and output."""
+        release = access.demo_release(version, out=self.work / "releases")
+        report_dir = self.work / "reports" / f"{design.label}-{tag}"
+        fresh, control = control is None, control or Path(tempfile.mkdtemp(prefix="cp-", dir=self.work))
+        args = ["-e", f"@{release}", "-e", f"edgeai_report_dir={report_dir}",
+                "-e", f"edgeai_canary_soak_seconds={self.args.soak_s}", *extra]
+        cpu0, open0, t = children_cpu(), cpu_s(masters()), time.perf_counter()
+        proc = access.run_playbook(self.inventories[design.label], design.playbook, *args, timeout=1800,
+                                   env=access.playbook_env(control, ANSIBLE_CONFIG=str(design.cfg),
+                                                           **design.env_extra, **env))
+        wall = time.perf_counter() - t
+        if fresh:
+            close_masters(control)
+        cpu = children_cpu() - cpu0 + cpu_s(masters()) - open0
+        if proc.returncode != 0:
+            raise RuntimeError(f"{design.label} {tag} failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                               f"{proc.stderr[-2000:]}")
+        return {"wall": wall, "cpu": cpu, "report": access.read_report(report_dir), "stdout": proc.stdout,
+                "control": control}
+
+    # -- setup, not timed --------------------------------------------------------------------------
+    def add(self, names: list[str]) -> None:
+        for name in names:
+            spec = self.fleet[name]
+            self.added.append(name)
+            try:
+                access.add_device(name, spec["hardware"], spec["site"])
+            except access.LabAccessError as exc:  # a busy machine can keep systemd booting past the lab's 120 s
+                log(f"adding {name} failed, once more: {str(exc).splitlines()[-1]}")
+                access.remove_devices([name], log)
+                access.add_device(name, spec["hardware"], spec["site"])
+
+    def bootstrap(self, names: list[str]) -> None:
+        inventory = access.registry_inventory(self.work / f"boot-{names[0]}", {n: self.fleet[n] for n in names},
+                                              access.status()["devices"])
+        control = Path(tempfile.mkdtemp(prefix="cp-", dir=self.work))
+        # the event relay left out: the bench then does not depend on the lab's relay image matching
+        # the checkout; both designs' event posts are refused at once instead of taken
+        proc = access.run_playbook(inventory, "playbooks/bootstrap.yml", "-e", "webhook_api_url=",
+                                   env=access.playbook_env(control), timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"bootstrap failed:\n{proc.stdout[-4000:]}")
+
+    def setup(self, size: int) -> int:
+        """Add and bootstrap `size` devices, fewer when the machine holds fewer; returns how many."""
+        start, self.fleet = time.perf_counter(), plan(size)
+        names = list(self.fleet)
+        self.pilot(names[:PILOT], names[PILOT:])
+        self.facts.update(setup_s=time.perf_counter() - start, devices=len(self.fleet))
+        log(f"{len(self.fleet)} devices bootstrapped after {self.facts['setup_s']:.0f} s")
+        return len(self.fleet)
+
+    def align(self, size: int) -> None:
+        """Inventories of the first `size` devices, every one of them serving the current version."""
+        start, fleet = time.perf_counter(), dict(list(self.fleet.items())[:size])
+        for design in (self.new, self.old):
+            self.inventories[design.label] = design.inventory(self.work / f"inv-{size}", fleet)
+        self.version = self.version or 1
+        self.playbook(self.new, self.version, f"install-{size}", "-e", "edgeai_max_unavailable_per_site=100%",
+                      "-e", "edgeai_canary_soak_seconds=0")
+        close_masters()
+        self.facts.setdefault("align_s", {})[size] = time.perf_counter() - start
+
+    def pilot(self, pilot: list[str], rest: list[str]) -> None:
+        """The first devices: what one device holds caps how many the machine takes."""
+        held, limit = inotify_instances()
+        free = limit - sum(held.values()) - INOTIFY_RESERVE
+        if free < PILOT * 7:
+            raise RuntimeError(f"only {free + INOTIFY_RESERVE} of {limit} inotify instances are free "
+                               "(fs.inotify.max_user_instances): raise the limit (scripts/host-setup)")
+        mem0, disk0 = meminfo(), shutil.disk_usage(DOCKER_ROOT).free
+        self.add(pilot)
+        bare = {n: memory(n) for n in pilot}
+        per = max(inotify_instances()[0].get(f"edgeai-lab-{n}", 0) for n in pilot)
+        rest = rest[:max(0, int(free // per) - PILOT) // 4 * 4]
+        for name in [n for n in self.fleet if n not in pilot + rest]:
+            del self.fleet[name]
+        with ThreadPoolExecutor(1) as pool:  # the rest is added while the pilot bootstraps
+            booting = pool.submit(self.bootstrap, pilot)
+            self.add(rest)
+            booting.result()
+        served = {n: memory(n) for n in pilot}
+        disk_per = mean(disk(n) for n in pilot)
+        ws_per = max(m["ws"] for m in served.values())
+        reserve = MEM_RESERVE_SHARE * mem0["MemTotal"]
+        caps = {"inotify": int(free // per), "memory": int((mem0["MemAvailable"] - reserve) // ws_per),
+                "disk": int((disk0 - DISK_RESERVE) // disk_per)}
+        self.facts.update(mem_bare=bare, mem_served=served, disk_per=disk_per, caps=caps, inotify_per=per,
+                          inotify_limit=limit)
+        log(f"pilot: {mib(ws_per)} working set, {mib(disk_per)} disk, {per} inotify instances per device; "
+            f"caps {caps}")
+        rest = rest[:max(0, min(caps.values()) - PILOT) // 4 * 4]
+        access.remove_devices([n for n in self.fleet if n not in pilot + rest], log)
+        self.fleet = {n: spec for n, spec in self.fleet.items() if n in pilot + rest}
+        self.added = [n for n in self.added if n in self.fleet]
+        if rest:
+            self.bootstrap(rest)
+
+    # -- timed ---------------------------------------------------------------------------------------
+    def measure(self, size: int, step: int) -> dict[str, Any]:
+        order = (self.new, self.old) if step % 2 == 0 else (self.old, self.new)
+        out: dict[str, Any] = {"n": size, "order": [d.label for d in order]}
+        for design in order:
+            self.version += 1
+            run = self.playbook(design, self.version, f"update-{size}", ANSIBLE_CALLBACKS_ENABLED=
+                                "ansible.posix.profile_tasks", PROFILE_TASKS_TASK_OUTPUT_LIMIT="all")
+            results = {(r["result"], r["before"], r["after"]) for r in run["report"]["devices"]}
+            if results != {("updated", self.version - 1, self.version)} or len(run["report"]["devices"]) != size:
+                raise RuntimeError(f"{design.label}: the update did not update every device: {results}")
+            out[f"update_{design.label}"] = split_update(run, design.old)
+            log(f"{size} devices, {design.label} update: {run['wall']:.1f} s, CPU {run['cpu']:.1f} s")
+        if "mem_model" not in self.facts:
+            self.facts["mem_model"] = {n: memory(n) for n in list(self.fleet)[:PILOT]}
+        for i in range(self.args.repeat):
+            for design in order if i % 2 == 0 else order[::-1]:
+                self.noop(out, design, f"noop-{size}-{i}", "cold")
+        for design in order:
+            if self.over_budget(out, size):
+                break
+            warm = self.noop(out, design, f"noop-{size}-prewarm", "prewarm", keep=True)
+            self.noop(out, design, f"noop-{size}-warm", "warm", control=warm)
+            close_masters(warm)
+        return out
+
+    def noop(self, out: dict[str, Any], design: Design, tag: str, kind: str, keep: bool = False,
+             control: Path | None = None, **env: str) -> Path:
+        control = control or (Path(tempfile.mkdtemp(prefix="cp-", dir=self.work)) if keep else None)
+        run = self.playbook(design, self.version, tag, control=control, **env)
+        rows = run["report"]["devices"]
+        if {r["result"] for r in rows} != {"unchanged"} or len(rows) != out["n"]:
+            raise RuntimeError(f"{design.label} re-run changed something: {run['report']['summary']}")
+        if kind != "prewarm":
+            out.setdefault(f"noop_{design.label}_{kind}", []).append((run["wall"], run["cpu"]))
+            log(f"{out['n']} devices, {design.label} re-run, {kind}: {run['wall']:.1f} s, CPU {run['cpu']:.1f} s")
+        return run["control"]
+
+    def over_budget(self, out: dict[str, Any], size: int, factor: float = 2.0) -> bool:
+        one = max(w for w, _ in out.get("noop_new_cold", [(2.0 * size, 0)]))
+        return time.monotonic() - T0 + factor * one + 4 * len(self.added) > self.args.budget_s
+
+    def profile(self, out: dict[str, Any]) -> None:
+        """A re-run of this design under cProfile: CPU by process kind and by code."""
+        pdir = self.work / "profile"
+        pdir.mkdir()
+        hook = Path(__file__).resolve().parent / "profile_hook"
+        cpu = self.playbook(self.new, self.version, "profile", EDGEAI_PROFILE_DIR=str(pdir),
+                            PYTHONPATH=f"{hook}:{os.environ.get('PYTHONPATH', '')}")["cpu"]
+        stats = {kind: sorted(pdir.glob(f"{kind}-*.prof")) for kind in ("main", "worker")}
+        own = {kind: sum(float(p.stem.rsplit("-", 1)[1]) for p in paths) for kind, paths in stats.items()}
+        out["profile"] = {"cpu": cpu, "own": own, "workers": len(stats["worker"]),
+                          "top": {kind: top_code(paths) for kind, paths in stats.items() if paths}}
 
 
-def children_cpu() -> float:
-    """User + system CPU seconds of finished child processes (ansible-playbook, its workers and ssh clients)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def split_update(run: dict[str, Any], old: bool) -> dict[str, Any]:
+    report, rows = run["report"], {r["device"]: r for r in run["report"]["devices"]}
+    soak = transfer = load = smoke = 0.0
+    for wave in report["waves"]:
+        transfer += max(float(rows[d].get("stage_s") or 0) for d in wave)
+        # the wave waits for its slowest device's load + smoke
+        slowest = max(wave, key=lambda d: float(rows[d]["load_time_s"]) + float(rows[d]["smoke_latency_ms"]) / 1e3)
+        load += float(rows[slowest]["load_time_s"])
+        smoke += float(rows[slowest]["smoke_latency_ms"]) / 1e3
+        soak += max(float(rows[d].get("soak_s") or 0) for d in wave)
+    if old:  # the old design soaked in a task of its own
+        found = re.search(r"Watch the canary for the soak period -+ ([0-9.]+)s", run["stdout"])
+        soak = float(found.group(1)) if found else 0.0
+    recap = run["stdout"][run["stdout"].rfind("TASKS RECAP"):]
+    tasks: dict[str, float] = {}
+    for name, seconds in re.findall(r"^(.+?) -+ ([0-9.]+)s$", recap, re.M):
+        name = name.strip().split(" : ", 1)[-1]
+        tasks[name] = tasks.get(name, 0.0) + float(seconds)
+    overhead = run["wall"] - soak - transfer - load - smoke
+    return {"wall": run["wall"], "cpu": run["cpu"], "soak": soak, "transfer": transfer, "load": load,
+            "smoke": smoke, "overhead": overhead, "waves": len(report["waves"]),
+            "top": sorted(tasks.items(), key=lambda kv: -kv[1])[:5]}
 
 
-def close_masters(control_dir: Path) -> None:
-    """End the SSH ControlPersist masters of one run (processes this bench started)."""
-    for sock in control_dir.glob("*"):
-        subprocess.run(["ssh", "-S", str(sock), "-O", "exit", "bench"], capture_output=True, timeout=10, check=False)
-
-
-def playbook(inventory: Path, name: str, args: list[str], work: Path, env_extra: dict[str, str] | None = None,
-             control_dir: Path | None = None, timeout: float = 900) -> tuple[float, subprocess.CompletedProcess[str]]:
-    fresh = control_dir is None
-    control_dir = control_dir or Path(tempfile.mkdtemp(prefix="cp-", dir=work))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_SSH_CONTROL_PATH_DIR=str(control_dir), PATH=f"{BIN}:{os.environ['PATH']}")
-    env.update(env_extra or {})
-    start, cpu_start = time.perf_counter(), children_cpu()
-    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), name, *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    wall = time.perf_counter() - start
-    CPU[id(proc)] = children_cpu() - cpu_start
-    if fresh:
-        close_masters(control_dir)
-    return wall, proc
-
-
-def release(version: int) -> Path:
-    out = subprocess.run([str(BIN / "python"), "scripts/demo-release", str(version)], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
-    return Path(out.split("\n")[0])
-
-
-def deploy(inventory: Path, version: int, work: Path, tag: str, *extra: str, env_extra=None, control_dir=None,
-           playbook_path: str = "playbooks/deploy_model.yml") -> tuple[float, dict[str, Any], str, float]:
-    report_dir = work / "reports" / tag
-    wall, proc = playbook(inventory, playbook_path,
-                          ["-e", f"@{release(version)}", "-e", f"edgeai_report_dir={report_dir}", *extra],
-                          work, env_extra, control_dir)
-    reports = sorted(report_dir.glob("*.json"))
-    if proc.returncode != 0 or len(reports) != 1:
-        raise RuntimeError(f"deploy {tag} failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
-    return wall, json.loads(reports[0].read_text()), proc.stdout, CPU.pop(id(proc))
-
-
-def _mem(cid: str) -> tuple[int, int]:
-    """(working set, rss) in bytes of one container's memory cgroup."""
-    cg = CGROUP_MEM / cid
-    usage = int((cg / "memory.usage_in_bytes").read_text())
-    stat = dict(line.split() for line in (cg / "memory.stat").read_text().splitlines())
-    return usage - int(stat["total_inactive_file"]), int(stat["total_rss"])
+def top_code(paths: list[Path], count: int = 8) -> list[tuple[str, float]]:
+    """CPU seconds by code area (package folder of the function's file), own time only."""
+    stats = pstats.Stats(*map(str, paths))
+    areas: dict[str, float] = {}
+    for (file, _line, func), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():
+        if "site-packages/" in file:
+            area = "/".join(file.split("site-packages/", 1)[1].split("/")[:3]).removesuffix(".py")
+        elif file.startswith("~") or file == "<built-in>":
+            area = f"builtin {func.split(' of ')[0].strip('<>{}')}"[:60]
+        else:
+            area = "stdlib " + Path(file).stem
+        areas[area] = areas.get(area, 0.0) + tottime
+    return sorted(areas.items(), key=lambda kv: -kv[1])[:count]
 
 
 def memory(name: str) -> dict[str, int]:
-    """Memory of a device: its container and the containers of its own engine."""
+    """Working set and RSS (cgroup v1) of a device's container and the containers of its own engine."""
+    def one(cid: str) -> tuple[int, int]:
+        stat = dict(line.split() for line in (CGROUP_MEM / cid / "memory.stat").read_text().splitlines())
+        usage = int((CGROUP_MEM / cid / "memory.usage_in_bytes").read_text())
+        return usage - int(stat["total_inactive_file"]), int(stat["total_rss"])
+
     container = f"edgeai-lab-{name}"
-    outer = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True, text=True,
-                           check=True).stdout.strip()
-    inner = subprocess.run(["docker", "exec", container, "docker", "ps", "-q", "--no-trunc"], capture_output=True,
-                           text=True, check=False).stdout.split()
-    ws, rss = _mem(outer)
-    for cid in inner:
-        if (CGROUP_MEM / cid).exists():
-            w, r = _mem(cid)
-            ws, rss = ws + w, rss + r
-    return {"ws": ws, "rss": rss}
+    ids = [subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True, text=True,
+                          check=True).stdout.strip()]
+    ids += subprocess.run(["docker", "exec", container, "docker", "ps", "-q", "--no-trunc"], capture_output=True,
+                          text=True, check=False).stdout.split()
+    pairs = [one(c) for c in ids if (CGROUP_MEM / c).exists()]
+    return {"ws": sum(p[0] for p in pairs), "rss": sum(p[1] for p in pairs)}
 
 
 def disk(name: str) -> int:
-    out = subprocess.run(["docker", "exec", f"edgeai-lab-{name}", "du", "-sx", "--block-size=1", "/var/lib/docker"],
-                         capture_output=True, text=True, check=True).stdout
-    return int(out.split()[0])
-
-
-def inotify_instances() -> dict[str, int]:
-    """Root's inotify instances open now, by container (device containers by name; "" for the rest).
-
-    Containers without a user namespace share root's fs.inotify.max_user_instances (128 by default),
-    and every lab device's systemd, logind and containerd hold some: a device that finds none left
-    stays in "initializing" (systemd: "Failed to create inotify object: Too many open files")."""
-    names = dict(line.split() for line in subprocess.run(
-        ["docker", "ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}"], capture_output=True, text=True,
-        check=True).stdout.splitlines() if line)
-    out: dict[str, int] = {}
-    for fd in Path("/proc").glob("[0-9]*/fd/*"):
-        try:
-            if os.readlink(fd) != "anon_inode:inotify" or fd.parents[1].stat().st_uid != 0:
-                continue
-            cgroup = next(line for line in Path(fd.parents[1], "cgroup").read_text().splitlines() if ":memory:" in line)
-        except (OSError, StopIteration):
-            continue
-        parts = cgroup.split(":", 2)[2].split("/")
-        key = names.get(parts[2], "") if len(parts) > 2 and parts[1] == "docker" else ""
-        out[key] = out.get(key, 0) + 1
-    return out
-
-
-def meminfo() -> dict[str, int]:
-    info = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        key, value = line.split(":", 1)
-        info[key] = int(value.split()[0]) * 1024
-    return info
-
-
-def mean(xs) -> float:
-    xs = list(xs)
-    return sum(xs) / len(xs) if xs else float("nan")
-
-
-def mib(b: float) -> str:
-    return f"{b / 2**20:.0f} MiB"
-
-
-def soak_seconds(stdout: str) -> float:
-    """The canary soak task's time from ansible.posix.profile_tasks' recap."""
-    match = re.search(r"Watch the canary for the soak period -+ ([0-9.]+)s", stdout)
-    return float(match.group(1)) if match else 0.0
-
-
-def top_tasks(stdout: str, count: int = 6) -> list[tuple[str, float]]:
-    recap = stdout[stdout.rfind("TASKS RECAP"):]
-    found = re.findall(r"^(.+?) -+ ([0-9.]+)s$", recap, re.M)
-    return [(name.strip(), float(s)) for name, s in found[:count]]
-
-
-def split_update(report: dict[str, Any], wall: float, soak: float) -> dict[str, float]:
-    rows = {r["device"]: r for r in report["devices"]}
-    transfer = load = smoke = 0.0
-    for wave in report["waves"]:
-        transfer += max(float(rows[d]["stage_s"]) for d in wave)
-        # the wave waits for its slowest device's load + smoke
-        slowest = max(wave, key=lambda d: float(rows[d]["load_time_s"]) + float(rows[d]["smoke_latency_ms"]) / 1000)
-        load += float(rows[slowest]["load_time_s"])
-        smoke += float(rows[slowest]["smoke_latency_ms"]) / 1000
-    overhead = wall - soak - transfer - load - smoke
-    return {"wall": wall, "soak": soak, "transfer": transfer, "load": load, "smoke": smoke, "overhead": overhead,
-            "overhead_strict": overhead + transfer, "waves": len(report["waves"])}
-
-
-# A proposed change to playbooks/deploy_model.yml, measured on a copy: with a fact cache, the
-# preflight reuses the cached device facts (only `platform` is read from them) instead of
-# running device_facts on every device on every run.
-PROPOSAL_FIND = """        - name: Detect the device
-          edgeai.fleet.device_facts:
-"""
-PROPOSAL_REPLACE = """        - name: Detect the device
-          when: ansible_facts.edge_device.platform is not defined
-          edgeai.fleet.device_facts:
-"""
-
-
-def proposal_playbook(work: Path) -> str | None:
-    """A copy of playbooks/ with PROPOSAL applied; None when the playbook no longer has the text."""
-    copy = work / "playbooks-proposal"
-    shutil.copytree(ROOT / "playbooks", copy)
-    text = (copy / "deploy_model.yml").read_text()
-    if text.count(PROPOSAL_FIND) != 1:
-        return None
-    (copy / "deploy_model.yml").write_text(text.replace(PROPOSAL_FIND, PROPOSAL_REPLACE))
-    return str(copy / "deploy_model.yml")
-
-
-def variants(n: int, work: Path) -> list[tuple[str, dict[str, str], str, str | None]]:
-    """(label, environment, how, playbook) for the no-op runs, most informative first."""
-    facts = {"ANSIBLE_CACHE_PLUGIN": "jsonfile", "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(work / "facts"),
-             "ANSIBLE_GATHERING": "smart", "ANSIBLE_GATHER_SUBSET": "!all"}
-    playbook = "playbooks/deploy_model.yml"
-    out = [
-        ("ansible.cfg as is: forks 25, pipelining, ControlPersist 120 s; cold connections", {}, "cold", playbook),
-        ("same, warm connections (re-run within ControlPersist)", {}, "warm", playbook),
-        ("pipelining off (ANSIBLE_PIPELINING=False)", {"ANSIBLE_PIPELINING": "False"}, "cold", playbook),
-        ("no ControlMaster/ControlPersist (ANSIBLE_SSH_ARGS without them)",
-         {"ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no"},
-         "cold", playbook),
-        ("forks 5 (ANSIBLE_FORKS=5)", {"ANSIBLE_FORKS": "5"}, "cold", playbook),
-        ("fact cache (jsonfile) + ANSIBLE_GATHERING=smart + ANSIBLE_GATHER_SUBSET=!all, cache filled",
-         facts, "filled", playbook),
-        ("proposal: preflight reuses cached device facts (fact cache as above)", facts, "filled",
-         proposal_playbook(work)),
-        ("strategy free (ANSIBLE_STRATEGY=free)", {"ANSIBLE_STRATEGY": "free"}, "cold", playbook),
-    ]
-    if n > 25:
-        out.insert(5, (f"forks {n} (ANSIBLE_FORKS={n}: every device at once)", {"ANSIBLE_FORKS": str(n)}, "cold",
-                       playbook))
-    return out
-
-
-def remove_devices(names) -> None:
-    for name in sorted(names):
-        try:
-            lab("device", "rm", name, timeout=300)
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            log(f"could not remove {name}: {exc}")
+    return int(subprocess.run(["docker", "exec", f"edgeai-lab-{name}", "du", "-sx", "--block-size=1",
+                               "/var/lib/docker"], capture_output=True, text=True, check=True).stdout.split()[0])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--devices", type=int, default=24, help="devices to aim for (default 24)")
-    parser.add_argument("--soak-s", type=int, default=10, help="canary soak seconds of the update (default 10)")
-    parser.add_argument("--budget-s", type=float, default=900, help="wall budget; no-op variants beyond it are skipped")
-    parser.add_argument("--noop-repeat", type=int, default=2, help="runs per no-op variant, best shown (default 2)")
-    args = parser.parse_args(argv)
-    if args.devices < PILOT:
-        parser.error(f"--devices must be at least {PILOT} (one per site)")
-
-    status = json.loads(lab("status", "--json", timeout=60))
-    if not status.get("up"):
-        log("the lab is not up (tests/lab/lab up)")
-        return 1
-    leftovers = [n for n in status["devices"] if NAME.match(n)]
+    ap = parser(__doc__)
+    for flag, kind, default, text in (
+            ("--devices", str, "8,24", "fleet sizes, ascending, multiples of 4"),
+            ("--soak-s", int, 5, "canary soak seconds"), ("--repeat", int, 2, "cold re-runs per design and size"),
+            ("--budget-s", float, 1800, "wall budget; later runs beyond it are skipped")):
+        ap.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
+    ap.add_argument("--profile", action="store_true", help="profile one re-run at the largest size (cProfile)")
+    args = ap.parse_args(argv)
+    sizes = sorted({int(s) for s in args.devices.split(",")})
+    if sizes[0] < PILOT or any(s % 4 for s in sizes):
+        ap.error("--devices: multiples of 4 (one device per site and more)")
+    # orphaned SSH masters become this process's children: their CPU is counted when they are reaped
+    ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+    leftovers = [n for n in access.status()["devices"] if NAME.match(n)]
     if leftovers:
         log(f"removing devices left by an earlier run: {leftovers}")
-        remove_devices(leftovers)
-
-    work = Path(tempfile.mkdtemp(prefix="edgeai-rollout-bench-"))
-    fleet = plan(args.devices)
-    facts: dict[str, Any] = {"target": args.devices}
-    added: list[str] = []
-    try:
-        # --- setup, not timed: devices, bootstrap, version 1 -------------------------------
-        def add(names: list[str]) -> float:
-            start = time.perf_counter()
-            for name in names:
-                site, profile = fleet[name]
-                added.append(name)
-                try:
-                    lab("device", "add", name, "--profile", profile, "--site", site, "--no-inventory")
-                except RuntimeError as exc:  # a busy machine can keep systemd booting past the lab's 120 s
-                    log(f"adding {name} failed, once more: {str(exc).splitlines()[-1]}")
-                    remove_devices([name])
-                    lab("device", "add", name, "--profile", profile, "--site", site, "--no-inventory")
-            return time.perf_counter() - start
-
-        def bootstrap(names: list[str]) -> float:
-            devices = lab_devices()
-            inventory = write_inventory(work / f"inv-{len(names)}-{names[0]}", {n: fleet[n] for n in names}, devices)
-            wall, proc = playbook(inventory, "playbooks/bootstrap.yml", [], work)
-            if proc.returncode != 0:
-                raise RuntimeError(f"bootstrap failed:\n{proc.stdout[-4000:]}")
-            return wall
-
-        start_mem = meminfo()
-        start_disk = shutil.disk_usage(DOCKER_ROOT).free
-        inotify_limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
-        inotify_free = inotify_limit - sum(inotify_instances().values()) - INOTIFY_RESERVE
-        if inotify_free < PILOT * INOTIFY_FIRST_GUESS:
-            raise RuntimeError(f"only {inotify_free + INOTIFY_RESERVE} of {inotify_limit} inotify instances are free "
-                               f"(fs.inotify.max_user_instances): not enough for {PILOT} devices; raise the limit")
-        pilot, rest = list(fleet)[:PILOT], list(fleet)[PILOT:]
-        facts["add_s"] = add(pilot)
-        mem_bare = {n: memory(n) for n in pilot}
-        inotify_now = inotify_instances()
-        inotify_per = max(inotify_now.get(f"edgeai-lab-{name}", 0) for name in pilot)
-        inotify_cap = int(inotify_free // inotify_per)
-        rest = rest[:max(0, inotify_cap // len(SITES) * len(SITES) - PILOT)]
-        # the other devices are added while the pilot bootstraps (adding mostly waits for systemd)
-        with ThreadPoolExecutor(1) as pool:
-            pilot_boot = pool.submit(bootstrap, pilot)
-            facts["add_s"] += add(rest)
-            facts["boot_pilot_s"] = pilot_boot.result()
-        mem_served = {n: memory(n) for n in pilot}
-        disk_per = mean(disk(n) for n in pilot)
-        ws_per = max(m["ws"] for m in mem_served.values())
-        server_ws = ws_per - min(m["ws"] for m in mem_bare.values())  # what bootstrapping adds to a device
-        # what the machine holds: memory and disk as found at the start, minus the reserves
-        reserve = MEM_RESERVE_SHARE * start_mem["MemTotal"]
-        mem_cap = int((start_mem["MemAvailable"] - reserve) // ws_per)
-        disk_cap = int((start_disk - DISK_RESERVE) // disk_per)
-        # and now, with the rest already added: do their servers still fit?
-        fit_mem = int((meminfo()["MemAvailable"] - reserve) // server_ws)
-        fit_disk = int((shutil.disk_usage(DOCKER_ROOT).free - DISK_RESERVE) // disk_per)
-        n = PILOT + max(0, min(len(rest), fit_mem, fit_disk)) // len(SITES) * len(SITES)
-        facts.update(mem_bare=mem_bare, mem_served=mem_served, disk_per=disk_per, mem_cap=mem_cap, disk_cap=disk_cap,
-                     mem_available=start_mem["MemAvailable"], free_disk=start_disk, n=n, inotify_limit=inotify_limit,
-                     inotify_free=inotify_free, inotify_per=inotify_per, inotify_cap=inotify_cap)
-        log(f"pilot: {mib(ws_per)} working set, {mib(disk_per)} disk per device; memory holds {mem_cap}, "
-            f"disk holds {disk_cap}, inotify instances ({inotify_per} per device, {inotify_free} of "
-            f"{inotify_limit} free) hold {inotify_cap}; N = {n}")
-        fleet = dict(list(fleet.items())[:n])
-        remove_devices([name for name in added if name not in fleet])
-        added[:] = list(fleet)
-        rest = list(fleet)[PILOT:]
-        facts["boot_rest_s"] = bootstrap(rest) if rest else 0.0
-        inventory = write_inventory(work / "inv", fleet, lab_devices())
-        facts["install_s"] = deploy(inventory, 1, work, "v1", "-e", "edgeai_canary_soak_seconds=0",
-                                    "-e", "edgeai_max_unavailable_per_site=100%")[0]
-        log(f"setup done: {n} devices added in {facts['add_s']:.0f}s, bootstrapped in "
-            f"{facts['boot_pilot_s']:.0f}s + {facts['boot_rest_s']:.0f}s, version 1 in {facts['install_s']:.0f}s")
-
-        # --- timed: the update ---------------------------------------------------------------
-        wall, report, stdout, cpu = deploy(inventory, 2, work, "v2", "-e", f"edgeai_canary_soak_seconds={args.soak_s}",
-                                      env_extra={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
-                                                 "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "200"})
-        results = {(r["result"], r["before"], r["after"]) for r in report["devices"]}
-        if results != {("updated", 1, 2)} or len(report["devices"]) != n:
-            raise RuntimeError(f"the update did not update every device: {results}")
-        update = split_update(report, wall, soak_seconds(stdout))
-        update["top"], update["cpu"] = top_tasks(stdout), cpu
-        facts["mem_model"] = {name: memory(name) for name in pilot}
-        log(f"update: {wall:.1f}s, {update['waves']} waves")
-
-        # --- timed: no-op re-runs ------------------------------------------------------------
-        noop_rows = []
-        last_control: Path | None = None
-        for label, env, how, path in variants(n, work):
-            if path is None:
-                noop_rows.append((label, None, "skipped: deploy_model.yml no longer has the text to change"))
-                continue
-            spent = time.monotonic() - T0
-            one = noop_rows[0][1][0] if noop_rows and noop_rows[0][1] else 2 * n
-            estimate = one * (2 if how == "filled" else 1) * args.noop_repeat
-            # the first row (the goal's measurement) always runs; keep room for removing the devices (~3 s each)
-            if noop_rows and spent + estimate + 4 * n > args.budget_s:
-                noop_rows.append((label, None, "skipped: wall budget"))
-                continue
-            if how == "filled":
-                deploy(inventory, 2, work, f"fill-{len(noop_rows)}", env_extra=env, playbook_path=path)
-            best = None
-            for i in range(args.noop_repeat):
-                control = None  # a fresh ControlPath directory, closed after the run
-                if not noop_rows or how == "warm":
-                    # the first variant keeps its connections for the warm one, which runs right after it
-                    if not noop_rows:
-                        if last_control:
-                            close_masters(last_control)
-                        last_control = Path(tempfile.mkdtemp(prefix="cp-", dir=work))
-                    control = last_control
-                try:
-                    w, rep, _, c = deploy(inventory, 2, work, f"noop-{len(noop_rows)}-{i}", env_extra=env,
-                                       control_dir=control, playbook_path=path)
-                except RuntimeError as exc:  # a variant the playbook does not support (strategy free)
-                    error = re.search(r"\[ERROR\]: ([^\n]+)", str(exc))
-                    best, note = None, "fails: " + (error.group(1) if error else str(exc).splitlines()[0])
+        access.remove_devices(leftovers, log)
+    results: list[dict[str, Any]] = []
+    with workdir("rollout") as work:
+        bench = Bench(args, work)
+        try:
+            largest = bench.setup(sizes[-1])
+            sizes = [s for s in sizes if s < largest] + [largest]
+            for step, size in enumerate(sizes):
+                if step and time.monotonic() - T0 + results[-1]["elapsed"] * size / results[-1]["n"] > args.budget_s:
+                    log(f"{size} devices: skipped, wall budget")
                     break
-                if {r["result"] for r in rep["devices"]} != {"unchanged"} or len(rep["devices"]) != n:
-                    raise RuntimeError(f"no-op '{label}' changed something: {rep['summary']}")
-                if best is None or w < best[0]:
-                    best = (w, c)
-                note = ""
-            if how == "warm" and last_control:
-                close_masters(last_control)
-            noop_rows.append((label, best, note))
-            log(f"no-op {label}: {note or f'{best[0]:.1f}s, CPU {best[1]:.1f}s'}")
-    finally:
-        log(f"removing {len(added)} devices")
-        started = time.perf_counter()
-        remove_devices(added)
-        facts["remove_s"] = time.perf_counter() - started
-        shutil.rmtree(work, ignore_errors=True)
-    total = time.monotonic() - T0
-    print(markdown(facts, update, noop_rows, args, total))
+                started = time.monotonic()
+                bench.align(size)
+                results.append(bench.measure(size, step))
+                results[-1]["elapsed"] = time.monotonic() - started
+            if args.profile and not bench.over_budget(results[-1], results[-1]["n"], 3):
+                bench.profile(results[-1])
+        finally:
+            close_masters()
+            log(f"removing {len(bench.added)} devices")
+            started = time.perf_counter()
+            access.remove_devices(bench.added, log)
+            bench.facts["remove_s"] = time.perf_counter() - started
+    print(markdown(results, bench.facts, args))
     return 0
 
 
-def markdown(facts: dict[str, Any], u: dict[str, Any], noop_rows, args, total: float) -> str:
-    n = facts["n"]
-    fleet = plan(n)
-    jetsons = sum(1 for _, p in fleet.values() if PLATFORM[p] == "jetson")
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    device_s = u["wall"] - u["soak"]
-    share = u["overhead"] / device_s
-    share_strict = u["overhead_strict"] / device_s
+# -- report ----------------------------------------------------------------------------------------
+def best(runs: list[tuple[float, float]] | None) -> tuple[float, float] | None:
+    return min(runs, key=lambda r: r[0]) if runs else None
 
-    def per_platform(key: str, field: str) -> str:
-        out = []
-        for plat in ("jetson", "coral"):
-            vals = [m[field] for name, m in facts[key].items() if PLATFORM[fleet[name][1]] == plat]
-            out.append(f"{plat} {mib(mean(vals))}")
-        return ", ".join(out)
 
-    lines = [
-        "## Rollout: a model update and a no-op re-run on lab devices",
+def ratio(new: float | None, old: float | None) -> str:
+    return f"{new / old:.2f}x" if new and old else ""
+
+
+def markdown(results: list[dict[str, Any]], facts: dict[str, Any], args: Any) -> str:
+    sizes = [r["n"] for r in results]
+    fleet = plan(sizes[-1])
+    jetsons = sum(1 for d in fleet.values() if d["platform"] == "jetson")
+
+    def per_platform(key: str, field: str = "ws") -> str:
+        vals = {p: mean(m[field] for n, m in facts[key].items() if fleet[n]["platform"] == p)
+                for p in ("jetson", "coral")}
+        return ", ".join(f"{p} {mib(v)}" for p, v in vals.items())
+
+    caps = facts["caps"]
+    out = [
+        "## Rollout: a model update and a converged re-run on lab devices, this design against the previous one",
         "",
-        f"`playbooks/deploy_model.yml` against {n} lab devices ({jetsons} Jetson with Triton, {n - jetsons} Coral "
-        f"with LiteRT) in {len(SITES)} sites, over SSH on loopback, the demo model `detector` (artifacts pushed "
-        "from the controller). ansible.cfg as committed (forks 25, pipelining, ControlPersist 120 s). "
-        f"{os.cpu_count()} CPUs shared with other work; load average at the end {load}.",
+        f"`playbooks/deploy_model.yml` on {' and then '.join(map(str, sizes))} lab devices of the bench's own "
+        f"({jetsons} of the {sizes[-1]} Jetson with Triton, the others Coral with LiteRT) in {len(SITES)} sites, over "
+        "SSH on loopback, the demo model `detector` (artifacts pushed from the controller; the event relay left out, "
+        "so both designs' event posts are refused at once), ansible.cfg as committed "
+        "(forks 25, pipelining, ControlPersist 120 s). **new**: this checkout (the action `edgeai.fleet.rollout`: "
+        "one module call per device for its preflight, at most two for its wave, the canary soak inside "
+        f"`inference_model`); **old**: the collection as of commit {OLD_COMMIT} (`git archive`, its own "
+        "playbook and plugins, the same ansible.cfg and devices). The two alternate on the same devices: "
+        + "; ".join(f"{r['n']} devices: " + " first, then ".join(r["order"]) for r in results) + ". Controller CPU "
+        "(user + system) covers ansible-playbook, its workers, ssh clients and SSH masters; it is what the other "
+        f"work on these {os.cpu_count()} shared cores does not inflate (load average at the end {loadavg()}).",
         "",
-        f"Setup, not timed: {n} devices added in {facts['add_s']:.0f} s, bootstrapped in "
-        f"{facts['boot_pilot_s']:.0f} s (first {PILOT}) + {facts['boot_rest_s']:.0f} s (the other {n - PILOT}), "
-        f"version 1 installed in {facts['install_s']:.0f} s; devices removed in {facts['remove_s']:.0f} s. "
-        f"The whole bench took {total / 60:.1f} min.",
+        f"Setup, not timed: {facts['devices']} devices added and bootstrapped in {facts['setup_s']:.0f} s (those "
+        "beyond the size being measured stay idle), then before each size's runs its devices brought to the current "
+        "version (" + ", ".join(f"{n} devices {t:.0f} s" for n, t in facts["align_s"].items())
+        + f"); removed in {facts['remove_s']:.0f} s; the bench took "
+        f"{(time.monotonic() - T0) / 60:.1f} min. Memory per device (cgroups of the device and its engine's "
+        f"containers, first {PILOT}): working set {per_platform('mem_bare')} bare, {per_platform('mem_served')} "
+        "with the inference server"
+        + (f", {per_platform('mem_model')} serving the model (anonymous RSS {per_platform('mem_model', 'rss')})"
+           if "mem_model" in facts else "")
+        + f"; disk {mib(facts['disk_per'])} per device. The machine holds {caps['memory']} devices by memory "
+        f"({MEM_RESERVE_SHARE:.0%} kept for others), {caps['disk']} by disk and {caps['inotify']} by root's inotify "
+        f"instances ({facts['inotify_per']} per device, limit {facts['inotify_limit']}).",
         "",
-        f"Memory per device (cgroups of the device and of its engine's containers; mean over the first {PILOT}): "
-        f"working set {per_platform('mem_bare', 'ws')} before its servers; {per_platform('mem_served', 'ws')} "
-        f"with the inference server and the event relay running; {per_platform('mem_model', 'ws')} serving the "
-        f"model (anonymous RSS: {per_platform('mem_model', 'rss')}; the rest is page cache of the device's own "
-        f"image layers). Disk: {mib(facts['disk_per'])} per device (its engine's images). "
-        f"With {mib(facts['mem_available'])} available at the start and {MEM_RESERVE_SHARE:.0%} of memory left to "
-        "others, "
-        f"memory holds {facts['mem_cap']} devices; the disk ({facts['free_disk'] / 2**30:.0f} GiB free, 20 GiB "
-        f"kept) holds {facts['disk_cap']}. Each device holds {facts['inotify_per']} inotify instances of root "
-        "(systemd, logind, containerd), all counted against root's `fs.inotify.max_user_instances` "
-        f"({facts['inotify_limit']} here); the {facts['inotify_free']} free at the start ({INOTIFY_RESERVE} "
-        f"kept for other users of the lab) hold {facts['inotify_cap']} devices; a device that finds none left "
-        "never finishes booting. "
-        f"N = {n} of the {facts['target']} asked for.",
+        f"### Update, version k -> k+1 (canary soak {args.soak_s} s)",
         "",
-        f"### Update, version 1 -> 2 ({u['waves']} waves, canary soak {args.soak_s} s)",
-        "",
-        "| part | seconds | share of wall | share of wall - soak |",
-        "| --- | ---: | ---: | ---: |",
-        f"| wall (ansible-playbook, start to exit) | {u['wall']:.1f} | 100% | |",
-        f"| canary soak (profile_tasks) | {u['soak']:.1f} | {u['soak'] / u['wall']:.0%} | |",
-        f"| transfer (staging span of each wave) | {u['transfer']:.1f} | {u['transfer'] / u['wall']:.0%} | "
-        f"{u['transfer'] / device_s:.0%} |",
-        f"| load (slowest device of each wave) | {u['load']:.1f} | {u['load'] / u['wall']:.0%} | "
-        f"{u['load'] / device_s:.0%} |",
-        f"| smoke test (same device) | {u['smoke']:.1f} | {u['smoke'] / u['wall']:.0%} | {u['smoke'] / device_s:.0%} |",
-        f"| **controller overhead** (the rest) | {u['overhead']:.1f} | {u['overhead'] / u['wall']:.0%} | "
-        f"**{share:.0%}** |",
-        f"| controller overhead, staging counted as controller work | {u['overhead_strict']:.1f} | "
-        f"{u['overhead_strict'] / u['wall']:.0%} | {share_strict:.0%} |",
-        "",
-        f"Goal: controller overhead under half: **{'met' if share < 0.5 else 'missed'}** ({share:.0%} of wall - soak"
-        + ("" if share < 0.5 else f"; {u['overhead'] - device_s / 2:.1f} s over half") + "). "
-        f"Controller CPU (user + system) for the whole run: {u['cpu']:.1f} s. "
-        f"Per wave: {(u['wall'] - u['soak']) / u['waves']:.1f} s, of which "
-        f"{u['overhead'] / u['waves']:.1f} s controller overhead. Slowest tasks (profile_tasks, summed over waves): "
-        + "; ".join(f"{name} {s:.1f} s" for name, s in u["top"]) + ".",
-        "",
-        f"### No-op re-run on the converged fleet ({n} devices, all `unchanged`)",
-        "",
-        f"Best of {args.noop_repeat} run(s) per variant. Wall time is what the goal is about; the controller's CPU "
-        "time (ansible-playbook, its workers and their ssh clients; user + system) is what the load of other work on "
-        "this machine does not inflate, so compare variants by it as well.",
-        "",
-        "| variant | wall | per device | controller CPU | wall vs first row | CPU vs first row |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    base = noop_rows[0][1] if noop_rows and noop_rows[0][1] else None
-    for label, best, note in noop_rows:
-        if best is None:
-            lines.append(f"| {label} | {note} | | | | |")
-            continue
-        wall, cpu = best
-        ratios = f"{wall / base[0]:.2f}x | {cpu / base[1]:.2f}x" if base else " | "
-        lines.append(f"| {label} | {wall:.1f} s | {wall / n:.2f} s | {cpu:.1f} s | {ratios} |")
-    if base:
-        per = base[0] / n
-        lines += ["", f"Goal: under 0.5 s per device: **{'met' if per < 0.5 else 'missed'}** ({per:.2f} s per device"
-                  + ("" if per < 0.5 else f", {per - 0.5:.2f} s over; {base[0] - 0.5 * n:.1f} s too long in all")
-                  + f"). Controller CPU per device: {base[1] / n:.2f} s on {os.cpu_count()} cores."]
+    rows = []
+    for r in results:
+        for label in ("new", "old"):
+            u = r[f"update_{label}"]
+            busy = u["wall"] - u["soak"]
+            rows.append([f"{r['n']}", f"**{label}**" if label == "new" else label, u["waves"], f"{u['wall']:.1f}",
+                         f"{u['soak']:.1f}", f"{u['transfer']:.1f}", f"{u['load'] + u['smoke']:.1f}",
+                         f"{u['overhead']:.1f}", f"**{u['overhead'] / busy:.0%}**", f"{u['cpu']:.1f}",
+                         f"{u['cpu'] / r['n']:.2f}"])
+        new, old = r["update_new"], r["update_old"]
+        rows.append([r["n"], "new / old", "", ratio(new["wall"], old["wall"]), "", "", "",
+                     ratio(new["overhead"], old["overhead"]), "", ratio(new["cpu"], old["cpu"]), ""])
+    out += table(["devices", "design", "waves", "wall s", "soak s", "transfer s", "load + smoke s",
+                  "controller overhead s", "overhead / (wall - soak)", "controller CPU s", "CPU s per device"],
+                 rows, "llrrrrrrrrr")
+    last = results[-1]
+    u = last["update_new"]
+    busy = u["wall"] - u["soak"]
+    out += ["", under(f"controller overhead ({last['n']} devices), as a share of wall - soak,",
+                      u["overhead"] / busy, GOALS["overhead"], True,
+                      f"; {u['overhead'] - GOALS['overhead'] * busy:.1f} s over"),
+            under(f"update CPU per device ({last['n']} devices)", u["cpu"] / last["n"], GOALS["update_cpu"]),
+            "- Slowest tasks of the update (profile_tasks, summed over waves; wall): "
+            + "; ".join(f"{label} at {r['n']}: " + ", ".join(f"{t} {s:.1f} s" for t, s in r[f"update_{label}"]["top"])
+                        for r in results[-1:] for label in ("new", "old")) + ".",
+            "", "### Converged re-run (every device `unchanged`)", "",
+            f"Best of {args.repeat} runs with cold SSH connections (a fresh ControlPath directory, as a nightly job "
+            "finds them), and one with warm ones (right after a run that left its connections open).", ""]
+    rows = []
+    for r in results:
+        for label in ("new", "old"):
+            cold, warm = best(r.get(f"noop_{label}_cold")), best(r.get(f"noop_{label}_warm"))
+            rows.append([r["n"], f"**{label}**" if label == "new" else label, f"{cold[0]:.1f}",
+                         f"{cold[0] / r['n']:.2f}", f"{cold[1]:.1f}", f"{cold[1] / r['n']:.3f}",
+                         f"{warm[0]:.1f} / {warm[1]:.1f}" if warm else "skipped (budget)"])
+        cn, co = best(r["noop_new_cold"]), best(r["noop_old_cold"])
+        rows.append([r["n"], "new / old", ratio(cn[0], co[0]), "", ratio(cn[1], co[1]), "", ""])
+    out += table(["devices", "design", "wall s", "wall s per device", "controller CPU s", "CPU s per device",
+                  "warm: wall s / CPU s"], rows, "llrrrrr")
+    cold = best(last["noop_new_cold"])
+    out += ["", under(f"controller CPU per device ({last['n']} devices)", cold[1] / last["n"], GOALS["noop_cpu"]),
+            under(f"wall per device ({last['n']} devices)", cold[0] / last["n"], GOALS["noop_wall"])]
+    if len(results) > 1:
+        out += ["", "### Extrapolation (estimates)", "", extrapolate(results)]
+    if "profile" in last:
+        out += ["", "### Where the controller's CPU goes (converged re-run, this design)", "", profile_text(last)]
+    return "\n".join(out)
+
+
+def under(what: str, value: float, limit: float, percent: bool = False, extra: str = "") -> str:
+    """A goal line: value against its limit, and by how much it misses."""
+    def show(x: float) -> str:
+        return f"{x:.0%}" if percent else f"{x:.3f} s"
+
+    met = value < limit
+    return "- " + goal(f"{what} under {show(limit)}", met,
+                       show(value) + ("" if met else f", {value / limit:.2f}x the goal{extra}"))
+
+
+def extrapolate(results: list[dict[str, Any]]) -> str:
+    """cost = a + b * N through the smallest and largest size, for 1,000 devices on a 2-core controller."""
+    lines = []
+    for label in ("new", "old"):
+        noop = [(r["n"], best(r[f"noop_{label}_cold"])) for r in results]
+        a_cpu, b_cpu = fit_line([(n, c) for n, (_w, c) in noop])
+        a_wall, b_wall = fit_line([(n, w) for n, (w, _c) in noop])
+        a_up, b_up = fit_line([(r["n"], r[f"update_{label}"]["cpu"]) for r in results])
+        cpu, wall = a_cpu + 1000 * b_cpu, a_wall + 1000 * b_wall
+        lines.append(
+            f"- **{label}**: a converged re-run costs {a_cpu:.1f} + {b_cpu:.3f} x N controller CPU-seconds (wall "
+            f"{a_wall:.1f} + {b_wall:.3f} x N s here); a nightly convergence job on 1,000 devices: about {cpu:,.0f} "
+            f"CPU-s, so on a 2-core controller at least {cpu / 2 / 60:,.1f} min of wall if both cores were its own "
+            f"(the line through this machine's wall times: {wall / 60:,.1f} min). An update costs {a_up:.1f} + "
+            f"{b_up:.3f} x N CPU-s: an AWX slice of 1,000 devices takes about {a_up + 1000 * b_up:,.0f} CPU-s, "
+            "at least "
+            f"{(a_up + 1000 * b_up) / 2 / 60:,.1f} min of the 2 cores, on top of the waves' device time.")
     return "\n".join(lines)
 
 
+def profile_text(result: dict[str, Any]) -> str:
+    p = result["profile"]
+    own = p["own"]
+    rest = p["cpu"] - own["main"] - own["worker"]
+    text = (f"One more re-run on {result['n']} devices with every ansible-playbook process under cProfile (CPU "
+            f"time; it slows them, so shares, not seconds, are the point): {p['cpu']:.1f} CPU-s in all, of which "
+            f"the main process {own['main']:.1f} s ({own['main'] / p['cpu']:.0%}), its {p['workers']} forked workers "
+            f"{own['worker']:.1f} s ({own['worker'] / p['cpu']:.0%}, {own['worker'] / max(1, p['workers']) * 1e3:.0f} "
+            f"ms each), and ssh clients, SSH masters and local module processes {rest:.1f} s "
+            f"({rest / p['cpu']:.0%}). Own time by code:")
+    for kind, top in p["top"].items():
+        total = own["main" if kind == "main" else "worker"]
+        text += f" {kind}: " + ", ".join(f"`{area}` {s / total:.0%}" for area, s in top) + ";"
+    return text.rstrip(";") + "."
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -65,3 +65,17 @@ def test_an_unknown_benchmark_name_is_refused(capsys):
 def test_every_section_of_the_committed_file_is_recognised(name):
     sections = run.read_sections((ROOT / "docs" / "benchmarks.md").read_text(), {name})
     assert set(sections) == {name}
+
+
+def test_arguments_after_a_double_dash_go_to_the_benchmark_and_into_its_reproduce_line(tmp_path, monkeypatch):
+    bench = tmp_path / "benchmarks" / "fake" / "bench.py"
+    bench.parent.mkdir(parents=True)
+    bench.write_text("import sys\nprint('## Fake', *sys.argv[1:])\n")
+    monkeypatch.setattr(run, "ROOT", tmp_path)
+    out = tmp_path / "benchmarks.md"
+    assert run.main(["--out", str(out), "fake", "--", "--devices", "8,24"]) == 0
+    text = out.read_text()
+    assert "## Fake --devices 8,24" in text
+    assert "Reproduce: `.venv/bin/python -m benchmarks.fake.bench --devices 8,24` (run " in text
+    # a section written by this form is found again without its marker
+    assert set(run.read_sections(text.replace("<!-- bench: fake -->", ""), {"fake"})) == {"fake"}

@@ -1,0 +1,241 @@
+"""What every benchmark shares: logging, statistics, CPU and memory readings, formatting, plots.
+
+The lab's helpers (SSH, tunnels, inventories, playbooks) are in tests/lab/edgeai_lab/access.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import os
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from benchmarks import ROOT
+
+PLOTS = ROOT / "docs" / "benchmarks"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+T0 = time.monotonic()
+
+
+class Log:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, msg: str) -> None:
+        sys.stderr.write(f"[{self.name} bench {time.monotonic() - T0:5.0f}s] {msg}\n")
+        sys.stderr.flush()
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser described by the first paragraph of a benchmark's docstring. A SIGTERM
+    (a runner giving up) ends the benchmark through SystemExit, so its `finally` cleans up."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0])
+
+
+@contextmanager
+def workdir(name: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=f"edgeai-{name}-bench-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- statistics ----------------------------------------------------------------------------------
+def pct(sorted_xs: list[float], p: float) -> float:
+    return sorted_xs[min(len(sorted_xs) - 1, int(p * len(sorted_xs)))] if sorted_xs else float("nan")
+
+
+def mean(xs: Iterable[float]) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(a, b) of cost = a + b * n through the first and last point (n ascending)."""
+    (n0, c0), (n1, c1) = points[0], points[-1]
+    b = (c1 - c0) / (n1 - n0) if n1 != n0 else c1 / n1
+    return c0 - b * n0, b
+
+
+# -- the machine ---------------------------------------------------------------------------------
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's finished (and reaped) children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(wall seconds, CPU seconds of the children it ran, its result); this process must wait for
+    no other child meanwhile."""
+    start, cpu = time.perf_counter(), children_cpu()
+    result = fn()
+    return time.perf_counter() - start, children_cpu() - cpu, result
+
+
+def proc_tree(pid: int) -> list[int]:
+    """pid and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo.extend(children.get(found[-1], []))
+    return found
+
+
+def rss_mib(pid: int) -> float:
+    """VmRSS of pid and all its descendants."""
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            total += next(int(line.split()[1]) for line in Path(f"/proc/{p}/status").read_text().splitlines()
+                          if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            pass
+    return total / 1024
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes."""
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def inotify_instances() -> tuple[dict[str, int], int]:
+    """Root's inotify instances open now by container name ("" for the rest), and root's limit
+    (fs.inotify.max_user_instances). Containers without a user namespace share root's limit, and
+    every lab device's systemd, logind and containerd hold some: a device that finds none left
+    never boots (systemd: "Failed to create inotify object: Too many open files")."""
+    import subprocess
+
+    names = dict(line.split() for line in subprocess.run(
+        ["docker", "ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}"], capture_output=True, text=True,
+        check=True).stdout.splitlines() if line)
+    out: dict[str, int] = {}
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) != "anon_inode:inotify" or fd.parents[1].stat().st_uid != 0:
+                continue
+            cgroup = next(line for line in Path(fd.parents[1], "cgroup").read_text().splitlines() if ":memory:" in line)
+        except (OSError, StopIteration):
+            continue
+        parts = cgroup.split(":", 2)[2].split("/")
+        key = names.get(parts[2], "") if len(parts) > 2 and parts[1] == "docker" else ""
+        out[key] = out.get(key, 0) + 1
+    return out, int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
+
+
+def meminfo() -> dict[str, int]:
+    return {k: int(v.split()[0]) * 1024 for k, v in
+            (line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())}
+
+
+# -- load ----------------------------------------------------------------------------------------
+def http_load(port: int, path: str, body: Callable[[int], bytes], count: int, threads: int, cap_s: float, *,
+              rate: float | None = None, headers: dict[str, str] | None = None,
+              accept: Callable[[int, bytes, int], bool] = lambda status, _raw, _k: status == 200) -> dict[str, Any]:
+    """POST body(k) for k < count from `threads` keep-alive connections to 127.0.0.1:port, each as soon
+    as the last answered (with rate: request k no earlier than start + k / rate), until the cap_s time
+    cap. accept(status, answer, k) says whether request k succeeded."""
+    lock, ticket = threading.Lock(), itertools.count()
+    ok: list[tuple[int, float]] = []
+    failed: list[tuple[int, int]] = []
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    start = time.monotonic()
+
+    def worker() -> None:
+        conn = None
+        while (k := next(ticket)) < count and time.monotonic() < start + cap_s:
+            if rate and (delay := start + k / rate - time.monotonic()) > 0:
+                time.sleep(delay)
+            t, status = time.perf_counter(), 0
+            try:
+                conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("POST", path, body(k), headers)
+                resp = conn.getresponse()
+                status = resp.status
+                good = accept(status, resp.read(), k)
+            except (OSError, http.client.HTTPException, ValueError):
+                if conn:
+                    conn.close()
+                conn, good = None, False
+            with lock:
+                ok.append((k, time.perf_counter() - t)) if good else failed.append((k, status))
+        if conn:
+            conn.close()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    end = time.monotonic()
+    return {"ok": [k for k, _ in ok], "lat": sorted(x for _, x in ok), "failed": failed, "start": start, "end": end,
+            "wall": end - start, "capped": len(ok) + len(failed) < count}
+
+
+# -- formatting ----------------------------------------------------------------------------------
+def fmt(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None or x != x else f"{x:,.{digits}f}"  # x != x: NaN
+
+
+def mib(b: float) -> str:
+    return f"{b / 2**20:.0f} MiB"
+
+
+def table(header: list[str], rows: Iterable[Iterable[Any]], align: str = "") -> list[str]:
+    """A Markdown table; align: one letter a column, l (left) or r (right; the default after the first)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    return [f"| {' | '.join(header)} |", "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |",
+            *(f"| {' | '.join(str(c) for c in row)} |" for row in rows)]
+
+
+def goal(text: str, met: bool, detail: str) -> str:
+    return f"Goal {text}: **{'met' if met else 'missed'}** ({detail})."
+
+
+def figure(log: Callable[[str], None], path: Path, alt: str, draw: Callable[[Any], Any]) -> str:
+    """The Markdown line that shows the plot draw(pyplot) returns, saved to path (under docs/benchmarks/);
+    a note instead when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        log("matplotlib is not installed (`make bench` installs it): no plot")
+        return "(No plot this time: matplotlib was missing; `make bench` installs it.)"
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = draw(plt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return f"![{alt}](benchmarks/{path.name})"

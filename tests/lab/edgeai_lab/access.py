@@ -1,0 +1,230 @@
+"""Reaching the running lab from tests and benchmarks.
+
+The `lab` command, SSH to a device (a command, a tunnel), the fleet's devices by their fields,
+devices of one's own (`lab device add --no-inventory`) and inventories for them, playbooks run
+with the project's ansible.cfg, run reports and demo releases. The integration tests' fixtures
+(tests/integration/conftest.py) and the benchmarks (benchmarks/) both use these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgeai_lab import inventory as lab_inventory
+from edgeai_lab.core import LAB_DIR, REPO
+
+LAB = LAB_DIR / "lab"
+BIN = Path(sys.executable).parent
+PLAYBOOK = BIN / "ansible-playbook"
+
+
+class LabAccessError(AssertionError):
+    """A lab command, an SSH command or a playbook's report was not what it should be. An
+    AssertionError, so that a test shows it as a failed check."""
+
+
+def lab_cli(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(LAB), *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def lab(*args: str, timeout: float = 600) -> str:
+    """`tests/lab/lab ARGS`' output; LabAccessError when it fails."""
+    proc = lab_cli(*args, timeout=timeout)
+    if proc.returncode != 0:
+        raise LabAccessError(f"`lab {' '.join(args)}` exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def status() -> dict[str, Any]:
+    return json.loads(lab("status", "--json", timeout=60))
+
+
+def devices_by(status: dict[str, Any], **match: str | None) -> list[str]:
+    """Names of the lab's fleet devices matching all fields (platform=, hardware=, site=, profile=).
+    Devices added by others with `lab device add` (molecule, benchmarks) are left out unless
+    origin=None is given: tests must not touch them."""
+    match.setdefault("origin", "fleet")
+    return [n for n, d in sorted(status["devices"].items())
+            if all(d.get(k) == v for k, v in match.items() if v is not None)]
+
+
+# -- SSH ---------------------------------------------------------------------------------------
+class Ssh:
+    """A device over SSH: root (or user) at 127.0.0.1:port with the lab's key."""
+
+    def __init__(self, name: str, port: int, key: str, user: str = "root", host: str = "127.0.0.1") -> None:
+        self.name, self.port, self.key, self.user, self.host = name, int(port), key, user, host
+
+    @classmethod
+    def of(cls, status: dict[str, Any], device: str) -> Ssh:
+        ssh = status["devices"][device]["ssh"]
+        return cls(device, ssh["port"], status["ssh_key"], ssh["user"], ssh["host"])
+
+    def argv(self, *options: str) -> list[str]:
+        return ["ssh", "-i", self.key, "-p", str(self.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", *options,
+                f"{self.user}@{self.host}"]
+
+    def run(self, command: str, *, input: str | bytes | None = None, check: bool = True,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run `command` on the device; bytes given as input are sent as they are. The output is text."""
+        proc = subprocess.run([*self.argv(), command], input=input.encode() if isinstance(input, str) else input,
+                              capture_output=True, timeout=timeout, check=False)
+        out = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(errors="replace"),
+                                          proc.stderr.decode(errors="replace"))
+        if check and out.returncode != 0:
+            raise LabAccessError(f"{self.name}: `{command}` exited {out.returncode}\n{out.stdout}\n{out.stderr}")
+        return out
+
+    @contextlib.contextmanager
+    def tunnel(self, remote_port: int) -> Iterator[int]:
+        """A free 127.0.0.1 port forwarded to the device's 127.0.0.1:remote_port."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            local = s.getsockname()[1]
+        proc = subprocess.Popen(self.argv("-N", "-o", "ExitOnForwardFailure=yes",
+                                          "-L", f"127.0.0.1:{local}:127.0.0.1:{remote_port}"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise LabAccessError(f"ssh tunnel to {self.name} did not come up: "
+                                         f"{proc.stderr.read().decode() if proc.poll() is not None else 'timeout'}")
+                try:
+                    socket.create_connection(("127.0.0.1", local), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            yield local
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+# -- devices of one's own ------------------------------------------------------------------------
+def add_device(name: str, profile: str, site: str, *options: str, timeout: float = 600) -> dict[str, Any]:
+    """`lab device add NAME --no-inventory`: a device outside the lab's fleet and inventories.
+    Returns what the command prints (port, identity_file, container)."""
+    out = lab("device", "add", name, "--profile", profile, "--site", site, "--no-inventory", *options,
+              timeout=timeout)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def remove_devices(names: Iterable[str], log=print) -> None:
+    """`lab device rm` each of them; a device that cannot be removed is logged, not raised."""
+    for name in sorted(names):
+        try:
+            lab("device", "rm", name, timeout=300)
+        except (LabAccessError, subprocess.TimeoutExpired) as exc:
+            log(f"could not remove {name}: {exc}")
+
+
+def write_site_vars(directory: Path) -> Path:
+    """The lab's site settings (registry, apt mirrors, event API) as group_vars beside an inventory."""
+    (directory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
+    (directory / "group_vars" / "all" / "site.yml").write_text(lab_inventory.SITE_VARS_SRC.read_text())
+    return directory
+
+
+def registry_inventory(directory: Path, fleet: dict[str, dict[str, Any]], devices: dict[str, dict[str, Any]],
+                       allow_ansible_vars: bool = True) -> Path:
+    """A device_registry inventory of `fleet` (name -> site, platform, hardware, ring) with the lab's own
+    host vars, as `lab up` writes one for its fleet; `devices`: their `lab status` entries. Returns the
+    plugin's config file. allow_ansible_vars=False leaves the option out (plugins from before it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    common = {k: v for k, v in lab_inventory.lab_vars().items() if k != "ansible_user"}
+    entries = [{"id": name, "address": "127.0.0.1", "port": devices[name]["ssh"]["port"], "user": "root",
+                "ring": "broad", "maintenance": False, **spec,
+                "vars": common | lab_inventory.device_vars(name, devices[name])} for name, spec in fleet.items()]
+    (directory / "devices.yml").write_text(yaml.safe_dump({"devices": entries}, sort_keys=False))
+    config = {"plugin": "edgeai.fleet.device_registry", "source_file": "devices.yml"}
+    if allow_ansible_vars:  # the lab's vars name its key
+        config["allow_ansible_vars"] = ["ansible_ssh_private_key_file"]
+    path = directory / "lab.device_registry.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    write_site_vars(directory)
+    return path
+
+
+def static_inventory(directory: Path, name: str, tree: dict[str, Any]) -> Path:
+    """A YAML inventory `directory/name`: `tree` is its `all` group, the lab's vars under its own."""
+    tree = dict(tree, vars=lab_inventory.lab_vars() | tree.get("vars", {}))
+    write_site_vars(directory)
+    (directory / name).write_text(yaml.safe_dump({"all": tree}, sort_keys=False))
+    return directory / name
+
+
+# -- playbooks -----------------------------------------------------------------------------------
+def playbook_env(control_dir: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment playbooks run in: the repository's ansible.cfg, no colour, the venv first on
+    PATH; control_dir: SSH masters of one's own (after a device goes, its port may be someone else's)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               PATH=f"{BIN}:{os.environ['PATH']}")
+    if control_dir is not None:
+        env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(control_dir)
+    env.update(extra)
+    return env
+
+
+def run_playbook(inventory: str | Path, playbook: str | Path, *args: str, env: dict[str, str] | None = None,
+                 timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook -i inventory playbook ARGS from the repository root (playbook relative to it)."""
+    return subprocess.run([str(PLAYBOOK), "-i", str(inventory), str(playbook), *args], cwd=REPO,
+                          env=env or playbook_env(), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def read_report(directory: Path) -> dict[str, Any]:
+    """The one run report (*.json) a deploy_model.yml or rollback.yml run wrote into directory."""
+    reports = sorted(Path(directory).glob("*.json"))
+    if len(reports) != 1:
+        raise LabAccessError(f"expected one report in {directory}, found {[p.name for p in reports]}")
+    return json.loads(reports[0].read_text())
+
+
+@cache
+def _demo_module() -> Any:
+    loader = importlib.machinery.SourceFileLoader("demo_release", str(REPO / "scripts" / "demo-release"))
+    spec = importlib.util.spec_from_loader("demo_release", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    module.DEFAULT_OUT = module.OUT
+    return module
+
+
+def demo_release(version: int, failing_groups: tuple[str, ...] = (), *, https: bool = False,
+                 name: str = "detector", out: Path | None = None) -> Path:
+    """The release file of demo version `version` (scripts/demo-release: version N answers [N, 2N, 3N, 4N]).
+    failing_groups: those inventory groups get an artifact no server loads; https: artifacts from the
+    lab's artifact store; name: the demo model under another name; out: written there instead of
+    .lab/demo (which the tests share)."""
+    demo = _demo_module()
+    demo.OUT = Path(out) if out is not None else demo.DEFAULT_OUT
+    release_file = demo.build(version, https, name)
+    if not failing_groups:
+        return release_file
+    failing_path, failing_sha = demo.build_failing(version, name)
+    release = yaml.safe_load(release_file.read_text())
+    for group in failing_groups:
+        release["edgeai_release"]["artifacts"][group] = {"src": str(failing_path), "sha256": failing_sha}
+    planted = release_file.with_name(f"release-{version}-failing.yml")
+    planted.write_text(yaml.safe_dump(release))
+    return planted
