@@ -80,7 +80,8 @@ class ServerInfo:
         result = {"changed": False, "url": self.p["url"]}
         if "device" in gather:
             result["device"] = gather_device(root=self.p.get("root") or "/", models_path=self.p["artifacts"])
-            described = server_description(os.path.join(self.p.get("root") or "/", SERVER_FILE.lstrip("/")))
+            # the role's record is the device's real state, not part of its hardware description
+            described = server_description(SERVER_FILE)
             result["backends"] = (described or {}).get("backends")
         if "staged" in gather:
             result["staged"] = staged_versions(self.p["artifacts"], self.p.get("models"))

@@ -167,10 +167,12 @@ def test_a_device_cut_off_for_the_rollout_converges_and_its_queued_events_arrive
         # meanwhile the device goes on working: its application reports to its relay
         for n in range(5):
             event = {"type": "detection.pest", "source": "camera", "data": {"marker": marker, "n": n}}
-            posted = subprocess.run(["docker", "exec", container, "curl", "-sf", "-X", "POST", "-H",
-                                     "Content-Type: application/json", "--data", json.dumps(event),
-                                     "http://127.0.0.1:8780/v1/events"], capture_output=True, text=True, timeout=30,
-                                    check=False)
+            # as a local application does: with the relay's local API token
+            post = ("curl -sf -X POST -H 'Content-Type: application/json' "
+                    "-H \"Authorization: Bearer $(cat /etc/edgeai/event-relay/local_token)\" "
+                    f"--data '{json.dumps(event)}' http://127.0.0.1:8780/v1/events")
+            posted = subprocess.run(["docker", "exec", container, "sh", "-c", post], capture_output=True, text=True,
+                                    timeout=30, check=False)
             assert posted.returncode == 0, posted.stderr
         result, report = deploy(lab, fleet, demo_release(72, https=True), tmp_path / "offline")
         assert result.returncode != 0, "a device left behind must fail the run"
