@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from edgeai_lab import access
+from edgeai_lab.access import devices_by, lab_cli  # noqa: F401  (the tests import them from here)
 
-ROOT = Path(__file__).resolve().parents[2]
-LAB = ROOT / "tests" / "lab" / "lab"
-
-
-def lab_cli(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(LAB), *args], capture_output=True, text=True, timeout=timeout, check=False)
+ROOT = access.REPO
+LAB = access.LAB
 
 
 @pytest.fixture(scope="session")
@@ -44,24 +39,13 @@ def lab() -> dict[str, Any]:
     return data
 
 
-def _ssh_base(lab: dict[str, Any], device: str) -> list[str]:
-    d = lab["devices"][device]
-    return ["ssh", "-i", lab["ssh_key"], "-p", str(d["ssh"]["port"]), "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-            "-o", "ConnectTimeout=10", f"{d['ssh']['user']}@{d['ssh']['host']}"]
-
-
 @pytest.fixture(scope="session")
 def lab_ssh(lab: dict[str, Any]) -> Callable[..., subprocess.CompletedProcess[str]]:
     """lab_ssh(device, command, input=None, check=True, timeout=120) over real SSH."""
 
     def run(device: str, command: str, *, input: str | None = None, check: bool = True,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*_ssh_base(lab, device), command], input=input, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{device}: `{command}` exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return proc
+        return access.Ssh.of(lab, device).run(command, input=input, check=check, timeout=timeout)
 
     return run
 
@@ -69,42 +53,7 @@ def lab_ssh(lab: dict[str, Any]) -> Callable[..., subprocess.CompletedProcess[st
 @pytest.fixture(scope="session")
 def lab_tunnel(lab: dict[str, Any]) -> Callable[[str, int], Any]:
     """Context manager: forward a free 127.0.0.1 port to <device>'s 127.0.0.1:<remote_port> over SSH."""
-
-    @contextmanager
-    def tunnel(device: str, remote_port: int) -> Iterator[int]:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            local = s.getsockname()[1]
-        proc = subprocess.Popen([*_ssh_base(lab, device)[:-1], "-N", "-o", "ExitOnForwardFailure=yes",
-                                 "-L", f"127.0.0.1:{local}:127.0.0.1:{remote_port}", _ssh_base(lab, device)[-1]],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    raise AssertionError(f"ssh tunnel to {device} failed: {proc.stderr.read().decode()}")
-                try:
-                    socket.create_connection(("127.0.0.1", local), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.2)
-            yield local
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-    return tunnel
-
-
-def devices_by(lab: dict[str, Any], **match: str | None) -> list[str]:
-    """Names of the lab's fleet devices matching all fields (platform=, hardware=, site=, profile=).
-    Devices added by others with `lab device add` (molecule) are left out: tests must not touch them."""
-    match.setdefault("origin", "fleet")
-    return [n for n, d in sorted(lab["devices"].items())
-            if all(d.get(k) == v for k, v in match.items() if v is not None)]
+    return lambda device, remote_port: access.Ssh.of(lab, device).tunnel(remote_port)
 
 
 @pytest.fixture(scope="session")

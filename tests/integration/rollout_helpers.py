@@ -9,59 +9,24 @@ off a real inference on the device: version N maps [1, 2, 3, 4] to [N, 2N, 3N, 4
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
-from conftest import devices_by
+# the lab's generic helpers, importable from here as before
+from edgeai_lab import access
+from edgeai_lab.access import BIN, demo_release, devices_by, playbook_env, read_report  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+REPO = access.REPO
 INPUT = [1.0, 2.0, 3.0, 4.0]
 
 
-def playbook_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "PATH": f"{BIN}:{env['PATH']}"})
-    return env
-
-
 def run_playbook(lab: dict[str, Any], playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", lab["inventory"]["plugin"], f"playbooks/{playbook}", *args],
-        cwd=REPO, env=playbook_env(), capture_output=True, text=True, timeout=1200, check=False,
-    )
-
-
-def demo_release(version: int, failing_groups: tuple[str, ...] = (), *, https: bool = False,
-                 name: str = "detector") -> Path:
-    """Release file of demo version `version`; https: artifacts from the lab's artifact store;
-    name: the demo model under another name (a second model on the same devices)."""
-    out = subprocess.run([str(BIN / "python"), "scripts/demo-release", "--failing", *(["--https"] if https else []),
-                          "--name", name, str(version)],
-                         cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
-    release_file = Path(out[0])
-    if not failing_groups:
-        return release_file
-    failing_path, failing_sha = out[1].split()
-    release = yaml.safe_load(release_file.read_text())
-    for group in failing_groups:
-        release["edgeai_release"]["artifacts"][group] = {"src": failing_path, "sha256": failing_sha}
-    planted = release_file.with_name(f"release-{version}-failing.yml")
-    planted.write_text(yaml.safe_dump(release))
-    return planted
-
-
-def read_report(tmp_path: Path) -> dict[str, Any]:
-    reports = sorted(tmp_path.glob("*.json"))
-    assert len(reports) == 1, reports
-    return json.loads(reports[0].read_text())
+    """playbooks/<playbook> on the lab's fleet (its device_registry inventory)."""
+    return access.run_playbook(lab["inventory"]["plugin"], f"playbooks/{playbook}", *args)
 
 
 def served_version(lab_ssh, device: str, platform: str, model: str = "detector") -> float:
