@@ -39,12 +39,9 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._download import (
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError, EdgeAIError
 from ansible_collections.edgeai.fleet.plugins.module_utils._events import EVENTS_ARGS, EventPoster
 from ansible_collections.edgeai.fleet.plugins.module_utils._http import redact_url as _redact
+from ansible_collections.edgeai.fleet.plugins.module_utils._layout import CONFIG, MANIFEST, SMOKE, staged_versions
 from ansible_collections.edgeai.fleet.plugins.module_utils._oci_registry import RegistryClient, parse_image_ref
 
-MANIFEST = ".edgeai-artifact.json"
-CONFIG = "config.pbtxt"
-# A smoke test made by the release builder: inputs and expected outputs, next to config.pbtxt.
-SMOKE = "smoke_test.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 ARGUMENT_SPEC = dict(
@@ -118,14 +115,6 @@ def read_manifest(version_dir):
             return json.load(handle)
     except (OSError, ValueError):
         return None
-
-
-def staged_versions(model_dir):
-    try:
-        names = os.listdir(model_dir)
-    except OSError:
-        return []
-    return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(model_dir, n)))
 
 
 def version_content(root, version):

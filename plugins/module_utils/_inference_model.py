@@ -22,13 +22,13 @@ import tempfile
 import time
 
 from ansible_collections.edgeai.fleet.plugins.module_utils._archive import copy_tree_checked, tree_digest
-from ansible_collections.edgeai.fleet.plugins.module_utils._artifact import CONFIG, MANIFEST, SMOKE, staged_versions
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ConfigError, EdgeAIError, ServerError
 from ansible_collections.edgeai.fleet.plugins.module_utils._events import EVENTS_ARGS, EventPoster
 from ansible_collections.edgeai.fleet.plugins.module_utils._inference_client import (
     InferenceClient,
     inference_server_argument_spec,
 )
+from ansible_collections.edgeai.fleet.plugins.module_utils._layout import CONFIG, MANIFEST, SMOKE, staged_versions
 from ansible_collections.edgeai.fleet.plugins.module_utils._model_config import (
     config_from_dict,
     load_config_text,

@@ -10,13 +10,13 @@ import json
 import os
 import time
 
-from ansible_collections.edgeai.fleet.plugins.module_utils._artifact import MANIFEST
 from ansible_collections.edgeai.fleet.plugins.module_utils._device_facts import gather as gather_device
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import EdgeAIError, ServerError
 from ansible_collections.edgeai.fleet.plugins.module_utils._inference_client import (
     InferenceClient,
     inference_server_argument_spec,
 )
+from ansible_collections.edgeai.fleet.plugins.module_utils._layout import MANIFEST
 
 GATHER = ["health", "metadata", "index", "stats", "device", "staged"]
 DEFAULT_GATHER = ["health", "metadata", "index", "stats"]
