@@ -155,7 +155,7 @@ class ActionModule(ActionBase):
                 "Choose devices with -e edgeai_targets=<pattern> instead, or add localhost to the limit "
                 "(--limit '<pattern>,localhost').")
         targets = list(args.get("targets") or [])
-        devices = {h: {"platform": self._hostvar(task_vars, h, "edge_platform") or "generic",
+        devices = {h: {"platform": self._hostvar(task_vars, h, "edge_platform"),
                        "groups": list(self._hostvar(task_vars, h, "group_names", []))} for h in targets}
         if rollout["action"] == "deploy":
             problems = engine.coverage_problems(rollout["release"], devices, rollout["allow_no_smoke_test"])
@@ -286,7 +286,9 @@ class ActionModule(ActionBase):
                       "model": release["model_name"], "target": release.get("model_version"), **site,
                       "run_id": (rollout or {}).get("run_id")}
             return {"changed": False, "ansible_facts": {"model_deploy_device": record}, "msg": record["reason"]}
-        record = engine.device_status(info, release, action, phase, task_vars.get("group_names") or [], site)
+        require = bool(rollout) and action == "deploy" and not rollout.get("allow_no_smoke_test")
+        record = engine.device_status(info, release, action, phase, task_vars.get("group_names") or [], site,
+                                      require_smoke_test=require)
         try:
             for key in ("artifact", "config", "smoke_test"):
                 if record.get(key):

@@ -337,11 +337,15 @@ def has_smoke_test(smoke):
 
 def coverage_problems(release, devices, allow_no_smoke_test=False):
     """What keeps the release from running on ``devices`` ({host: {platform, groups}}), found
-    on the controller before any device is touched: one line per platform or group."""
+    on the controller before any device is touched: one line per platform or group. A device
+    whose inventory does not say its platform is checked in its preflight instead, once the
+    device has said what it is."""
     problems = {}
     for host in sorted(devices):
         info = devices[host] or {}
-        chosen = select_for_device(release, info.get("platform") or "generic", info.get("groups") or [])
+        if not info.get("platform"):
+            continue
+        chosen = select_for_device(release, info["platform"], info.get("groups") or [])
         where = info.get("platform") or "generic"
         if not chosen["artifact"]:
             problems.setdefault(f"no artifact for platform {where}", []).append(host)
@@ -445,7 +449,7 @@ def other_models(index, name):
     return dict(sorted(out.items()))
 
 
-def device_status(info, release, action, phase, groups, site_info=None):
+def device_status(info, release, action, phase, groups, site_info=None, require_smoke_test=False):
     """What a device needs, from its preflight (inference_server_info with device and staged):
     returns the device's record with ``status`` ready, unchanged, incompatible or
     preflight_failed, ``before``, ``staged`` and the chosen artifact, config and smoke test."""
@@ -476,6 +480,11 @@ def device_status(info, release, action, phase, groups, site_info=None):
     if not chosen["artifact"]:
         record.update(status="preflight_failed",
                       reason=f"the release has no artifact for platform {platform} or the device's groups")
+        return record
+    if require_smoke_test and record["smoke"] == "none":
+        record.update(status="preflight_failed",
+                      reason=f"the release has no smoke test for platform {platform} (edgeai_allow_no_smoke_test=true "
+                             "accepts that)")
         return record
     why = incompatibility(chosen["artifact"].get("requires"), device, info.get("backends"))
     if why:

@@ -508,3 +508,12 @@ def test_a_controller_failure_while_rolling_back():
     never = r.controller_failure({"run_id": "R", "result": "failed", "reason": "first", "maybe_changed": True},
                                  "boom", "rollback", "R")
     assert never["result"] == "failed" and never["reason"] == "first; controller error during the rollback: boom"
+
+
+def test_a_device_whose_inventory_does_not_say_its_platform_is_checked_in_its_preflight():
+    rel = release(smoke_test={"jetson": {"inputs": [{"name": "x"}]}})
+    assert r.coverage_problems(rel, {"m1": {"platform": None}, "m2": {}}) == []
+    record = r.device_status(info(device={"platform": "coral"}), rel, "deploy", "all", [], require_smoke_test=True)
+    assert record["status"] == "preflight_failed" and "no smoke test for platform coral" in record["reason"]
+    accepted = r.device_status(info(device={"platform": "coral"}), rel, "deploy", "all", [])
+    assert accepted["status"] == "ready" and accepted["smoke"] == "none"
