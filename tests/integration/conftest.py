@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from edgeai_lab import access
-from edgeai_lab.access import devices_by, lab_cli  # noqa: F401  (the tests import them from here)
+from edgeai_lab.access import lab_cli
 
 ROOT = access.REPO
 LAB = access.LAB

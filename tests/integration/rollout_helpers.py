@@ -16,9 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-# the lab's generic helpers, importable from here as before
 from edgeai_lab import access
-from edgeai_lab.access import BIN, demo_release, devices_by, playbook_env, read_report  # noqa: F401
+from edgeai_lab.access import devices_by, read_report
 
 REPO = access.REPO
 INPUT = [1.0, 2.0, 3.0, 4.0]

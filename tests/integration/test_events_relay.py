@@ -336,7 +336,7 @@ class _FakeTriton(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/v2/health/ready":
             self.send_response(200 if _FakeTriton.ready else 503)
             self.send_header("Content-Length", "0")

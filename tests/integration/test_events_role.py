@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, lab_cli
+from edgeai_lab.access import REPO as ROOT
+from edgeai_lab.access import lab_cli
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 

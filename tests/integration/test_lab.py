@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, devices_by, lab_cli
+from edgeai_lab.access import REPO as ROOT
+from edgeai_lab.access import devices_by, lab_cli
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 PROFILES = ROOT / "tests" / "lab" / "profiles"
@@ -100,12 +101,12 @@ def test_registry_refuses_anonymous_and_serves_with_auth(lab, lab_ssh, registry_
     ctx = ssl.create_default_context(cafile=lab["ca_cert"])
     url = f"https://{lab['registry']['host_address']}/v2/_catalog"
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(url, context=ctx, timeout=10)  # noqa: S310 - loopback
+        urllib.request.urlopen(url, context=ctx, timeout=10)
     assert err.value.code == 401
     req = urllib.request.Request(url)
     token = base64.b64encode(f"{registry_credentials['username']}:{registry_credentials['password']}".encode())
     req.add_header("Authorization", "Basic " + token.decode())
-    with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
         catalog = json.load(resp)["repositories"]
     assert "edgeai/tritonserver" in catalog
     # from a device: TLS verified against the lab CA by name; anonymous pull refused

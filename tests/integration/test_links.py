@@ -23,14 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import lab_cli
+from edgeai_lab.access import BIN, demo_release, lab_cli, playbook_env
 from rollout_helpers import (
-    BIN,
     REPO,
     bootstrap_default_fleet,
-    demo_release,
     deploy,
-    playbook_env,
     receiver_events_all,
     served_version,
     wait_until_serving,

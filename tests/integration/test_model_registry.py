@@ -45,7 +45,7 @@ def registry(tmp_path_factory):
                  "tls": {"certificate": str(work / "cert.pem"), "key": str(work / "key.pem")}},
         "auth": {"htpasswd": {"realm": "edgeai-test", "path": str(work / "htpasswd")}},
     }))
-    log = open(work / "registry.log", "w")  # noqa: SIM115 - closed below
+    log = open(work / "registry.log", "w")
     proc = subprocess.Popen([REGISTRY, "serve", str(work / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
     base = f"https://127.0.0.1:{port}"
     session = requests.Session()

@@ -169,7 +169,7 @@ class LiteRT(Server):
         self.url = f"http://127.0.0.1:{self.port}"
         self.inputs = [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]
         env = dict(os.environ, PYTHONPATH=str(LITERT_SRC))
-        self.log = open(work / "litert.log", "w")  # noqa: SIM115 - closed in stop()
+        self.log = open(work / "litert.log", "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "litert_server", "--model-repository", str(self.repo),
                                       "--port", str(self.port), "--metrics-port", "0"],
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT)

@@ -13,14 +13,8 @@ import subprocess
 from typing import Any
 
 import pytest
-from rollout_helpers import (
-    bootstrap_default_fleet,
-    demo_release,
-    deploy,
-    receiver_events,
-    served_version,
-    wait_until_serving,
-)
+from edgeai_lab.access import demo_release
+from rollout_helpers import bootstrap_default_fleet, deploy, receiver_events, served_version, wait_until_serving
 
 pytestmark = pytest.mark.lab
 

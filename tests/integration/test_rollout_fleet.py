@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import lab_cli
-from rollout_helpers import BIN, REPO, demo_release, playbook_env, read_report, receiver_events, served_version
+from edgeai_lab.access import BIN, demo_release, lab_cli, playbook_env, read_report
+from rollout_helpers import REPO, receiver_events, served_version
 
 pytestmark = pytest.mark.lab
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from rollout_helpers import INPUT, bootstrap_default_fleet, demo_release, deploy, run_playbook, served_version
+from edgeai_lab.access import demo_release
+from rollout_helpers import INPUT, bootstrap_default_fleet, deploy, run_playbook, served_version
 
 pytestmark = pytest.mark.lab
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import lab_cli
+from edgeai_lab.access import lab_cli
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
@@ -226,7 +226,7 @@ def _registry(lab: dict[str, Any], creds: dict[str, str], path: str, method: str
         f"{creds['username']}:{creds['password']}".encode()).decode())
     req.add_header("Accept", "application/vnd.docker.distribution.manifest.v2+json")
     context = ssl.create_default_context(cafile=lab["ca_cert"])
-    with urllib.request.urlopen(req, timeout=10, context=context) as resp:  # noqa: S310 - the lab on loopback
+    with urllib.request.urlopen(req, timeout=10, context=context) as resp:
         return resp.headers, resp.read()
 
 

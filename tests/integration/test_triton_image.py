@@ -18,7 +18,7 @@ import pytest
 from test_model_serving import ROOT, TRITON_IMAGE, TRITON_MODELS, _triton_image, free_port, wait_ready
 
 sys.path.insert(0, str(ROOT / "tests"))
-from real_models import fetch  # noqa: E402
+from real_models import fetch
 
 pytestmark = pytest.mark.docker
 

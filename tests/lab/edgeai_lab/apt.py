@@ -310,7 +310,7 @@ def ensure_repo() -> dict[str, Any]:
             for fname in ("Packages", "Packages.gz"):
                 data = (bdir / fname).read_bytes()
                 entries.append((f"main/binary-{arch}/{fname}", hashlib.sha256(data).hexdigest(),
-                                hashlib.md5(data).hexdigest(), len(data)))  # noqa: S324 - apt index format
+                                hashlib.md5(data).hexdigest(), len(data)))
         release = REPO_DIR / "dists" / suite / "Release"
         lines = ["Origin: edgeai-lab", "Label: edgeai lab stand-in packages (test only)", f"Suite: {suite}",
                  f"Codename: {suite}", f"Date: {formatdate(time.time(), usegmt=True)}",

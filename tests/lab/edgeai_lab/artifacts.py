@@ -33,7 +33,7 @@ class Handler(BaseHTTPRequestHandler):
     root: Path
     auth: str
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         pass  # one JSON line per request instead, written by _log
 
     def _log(self, status: int, sent: int) -> None:
@@ -120,7 +120,7 @@ class TLSServer(ThreadingHTTPServer):
     daemon_threads = True
     context: ssl.SSLContext
 
-    def finish_request(self, request, client_address) -> None:  # noqa: ANN001 - socketserver signature
+    def finish_request(self, request, client_address) -> None:
         super().finish_request(self.context.wrap_socket(request, server_side=True), client_address)
 
 

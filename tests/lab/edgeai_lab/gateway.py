@@ -36,7 +36,7 @@ LOSS_STALL = 0.2           # seconds a "lost" chunk waits: one retransmission ti
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write(json.dumps({"event": "http", "client": self.client_address[0],
                                      "line": format % args}) + "\n")
 
@@ -172,7 +172,7 @@ def _pipe(src: socket.socket, dst: socket.socket, links: list[Link], direction: 
             if any(link.cut for link in links):
                 break
             delay = max((link.delay for link in links), default=0.0)
-            if any(link.loss and random.random() < link.loss for link in links):  # noqa: S311 - not crypto
+            if any(link.loss and random.random() < link.loss for link in links):
                 delay += LOSS_STALL
             wait = arrived + delay - time.monotonic()
             if wait > 0:

@@ -200,7 +200,7 @@ def registry_has(repo: str, tag: str, creds: dict[str, str]) -> bool:
     req.add_header("Authorization", "Basic " + token)
     req.add_header("Accept", "application/vnd.docker.distribution.manifest.v2+json")
     try:
-        with urllib.request.urlopen(req, timeout=10, context=_registry_ssl()) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(req, timeout=10, context=_registry_ssl()) as resp:
             return resp.status == 200
     except urllib.error.HTTPError:
         return False
