@@ -615,6 +615,30 @@ def _finish_links(tree, plan, limits, source):
         tree.make_link(name, target)
 
 
+def _write_plan(plan, dest, open_member, limits, space_check, label, whiteouts=False):
+    """Write a checked plan (of a tar or zip archive) into ``dest``: the declared size against
+    ``limits`` and ``space_check`` first, then whiteouts, folders, files (``open_member`` opens
+    one), hard and symbolic links; last, the links of the whole tree are checked. Returns the
+    declared bytes."""
+    limits.declared(plan.total, plan.files[-1][0] if plan.files else label)
+    if space_check is not None:
+        space_check(plan.total)
+    with _Tree(dest) as tree:
+        _apply_whiteouts(tree, plan)
+        for name in plan.dirs:
+            tree.make_dir(name, replace=whiteouts)
+        for name, member, mode in plan.files:
+            try:
+                src = open_member(member)
+            except READ_ERRORS as exc:
+                raise ArtifactError(f"{label} is truncated or corrupt: {_why(exc)}", member=name) from None
+            with src:
+                tree.write_file(name, src, mode, limits, label, replace_dir=whiteouts)
+        _finish_links(tree, plan, limits, label)
+    check_tree_links(dest, where=f"the destination after {label}")
+    return plan.total
+
+
 def extract_tar(path, dest, strip="", whiteouts=False, limits=None, space_check=None, label=None):
     """Unpack a tar archive (any compression tarfile reads) into ``dest`` after checking
     every member. With ``whiteouts`` (OCI layers), ``.wh.`` entries delete what earlier
@@ -631,23 +655,7 @@ def extract_tar(path, dest, strip="", whiteouts=False, limits=None, space_check=
     with archive:
         plan = plan_tar(archive, strip, limits, label, whiteouts)
         _split_whiteouts(plan, whiteouts)
-        limits.declared(plan.total, plan.files[-1][0] if plan.files else label)
-        if space_check is not None:
-            space_check(plan.total)
-        with _Tree(dest) as tree:
-            _apply_whiteouts(tree, plan)
-            for name in plan.dirs:
-                tree.make_dir(name, replace=whiteouts)
-            for name, member, mode in plan.files:
-                try:
-                    src = archive.extractfile(member)
-                except READ_ERRORS as exc:
-                    raise ArtifactError(f"{label} is truncated or corrupt: {_why(exc)}", member=name) from None
-                with src:
-                    tree.write_file(name, src, mode, limits, label, replace_dir=whiteouts)
-            _finish_links(tree, plan, limits, label)
-    check_tree_links(dest, where=f"the destination after {label}")
-    return plan.total
+        return _write_plan(plan, dest, archive.extractfile, limits, space_check, label, whiteouts)
 
 
 def extract_zip(path, dest, strip="", limits=None, space_check=None):
@@ -686,22 +694,7 @@ def extract_zip(path, dest, strip="", limits=None, space_check=None):
             else:
                 plan.files.append((name, info, mode))
                 plan.total += info.file_size
-        limits.declared(plan.total, plan.files[-1][0] if plan.files else path)
-        if space_check is not None:
-            space_check(plan.total)
-        with _Tree(dest) as tree:
-            for name in plan.dirs:
-                tree.make_dir(name)
-            for name, info, mode in plan.files:
-                try:
-                    src = archive.open(info)
-                except READ_ERRORS as exc:
-                    raise ArtifactError(f"{path} is truncated or corrupt: {_why(exc)}", member=name) from None
-                with src:
-                    tree.write_file(name, src, mode, limits, path)
-            _finish_links(tree, plan, limits, path)
-    check_tree_links(dest, where=f"the destination after {path}")
-    return plan.total
+        return _write_plan(plan, dest, archive.open, limits, space_check, path)
 
 
 def copy_tree_checked(src, dest, limits=None):

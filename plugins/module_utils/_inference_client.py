@@ -50,8 +50,6 @@ class InferenceClient:
                  ca_path=None, token=None, opener=open_url, allow_insecure_credentials=False, retries=0):
         self.base = url.rstrip("/")
         self.timeout = timeout
-        self.validate_certs = validate_certs
-        self.ca_path = ca_path
         self.token = token
         self.http = Client(timeout=timeout, validate_certs=validate_certs, ca_path=ca_path,
                            retry=RetryPolicy(retries), allow_insecure_credentials=allow_insecure_credentials,

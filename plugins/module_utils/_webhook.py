@@ -75,9 +75,6 @@ class WebhookClient:
                  retries=3, retry_delay=1.0, sleep=time.sleep, allow_insecure_credentials=False, opener=None):
         self.base_url = base_url.rstrip("/")
         self.token = token
-        self.retries = retries
-        self.retry_delay = retry_delay
-        self.sleep = sleep
         self.http = Client(timeout=timeout, validate_certs=validate_certs, ca_path=ca_path,
                            retry=RetryPolicy(retries, retry_delay, sleep=sleep),
                            allow_insecure_credentials=allow_insecure_credentials, option="allow_insecure_http",
@@ -118,13 +115,4 @@ class WebhookClient:
 
         resp = self.http.request(method, url, data=body, headers=headers, credentials=credentials, prepare=signed,
                                  what_credentials="the event API token (api_token)")
-        return resp.status, self._decode(resp.read())
-
-    @staticmethod
-    def _decode(raw):
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw.decode("utf-8", "replace")
+        return resp.status, resp.json()

@@ -5,20 +5,21 @@ import pytest
 from event_relay.config import ConfigError, load_config
 
 
-@pytest.fixture
-def secret(tmp_path):
-    path = tmp_path / "secret"
-    path.write_text("s3cret\n")
+def private_file(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
     path.chmod(0o600)
     return path
+
+
+@pytest.fixture
+def secret(tmp_path):
+    return private_file(tmp_path, "secret", "s3cret\n")
 
 
 @pytest.fixture
 def local_token(tmp_path):
-    path = tmp_path / "local_token"
-    path.write_text("local-api-token-0123456789\n")
-    path.chmod(0o600)
-    return path
+    return private_file(tmp_path, "local_token", "local-api-token-0123456789\n")
 
 
 def write(tmp_path, text):

@@ -288,6 +288,17 @@ def encode(name, array):
     return {"name": name, "datatype": datatype, "shape": [int(d) for d in array.shape], "data": data}
 
 
+def _non_negative(value, what):
+    """``value`` as a finite float >= 0; BuildError naming ``what`` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BuildError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise BuildError(f"{what} must be a number >= 0")
+    return number
+
+
 def tolerances(outputs, tolerance=None, relative_tolerance=None, where="the model"):
     """({output name: absolute tolerance}, relative tolerance) from the table, or the user's
     ``tolerance`` (a number, or {output name: number}) and ``relative_tolerance``."""
@@ -305,21 +316,11 @@ def tolerances(outputs, tolerance=None, relative_tolerance=None, where="the mode
             abs_tol = tolerance[tensor.name]
         elif tolerance is not None and not isinstance(tolerance, dict):
             abs_tol = tolerance
-        try:
-            abs_tol = float(abs_tol)
-        except (TypeError, ValueError):
-            raise BuildError(f"{where}: tolerance for {tensor.name} must be a number, got {abs_tol!r}") from None
-        if not math.isfinite(abs_tol) or abs_tol < 0:
-            raise BuildError(f"{where}: tolerance for {tensor.name} must be a number >= 0")
+        abs_tol = _non_negative(abs_tol, f"{where}: tolerance for {tensor.name}")
         absolute[tensor.name] = int(abs_tol) if abs_tol.is_integer() else abs_tol
         relative = max(relative, rel_tol)
     if relative_tolerance is not None:
-        try:
-            relative = float(relative_tolerance)
-        except (TypeError, ValueError):
-            raise BuildError(f"{where}: relative_tolerance must be a number, got {relative_tolerance!r}") from None
-        if not math.isfinite(relative) or relative < 0:
-            raise BuildError(f"{where}: relative_tolerance must be a number >= 0")
+        relative = _non_negative(relative_tolerance, f"{where}: relative_tolerance")
     return absolute, relative
 
 

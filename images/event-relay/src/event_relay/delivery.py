@@ -16,7 +16,7 @@ from event_relay import __version__
 from event_relay.config import Config
 from event_relay.logs import fields
 from event_relay.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from event_relay.store import DROP_REPORT_TYPE, EventStore, QueueFullError, StoredEvent
+from event_relay.store import DROP_REPORT_TYPE, EventStore, QueueFullError, StoredEvent, Worker
 
 LOG = logging.getLogger("event_relay.delivery")
 
@@ -57,12 +57,9 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-class Deliverer(threading.Thread):
+class Deliverer(Worker):
     def __init__(self, store: EventStore, config: Config, stop: threading.Event) -> None:
-        super().__init__(name="deliverer", daemon=True)
-        self.store = store
-        self.config = config
-        self.stop = stop
+        super().__init__("deliverer", store, config, stop)
         url = urlsplit(config.webhook_url)
         self._scheme = url.scheme
         self._host = url.hostname or ""

@@ -12,7 +12,7 @@ from typing import Any
 
 from event_relay.config import Config
 from event_relay.logs import fields
-from event_relay.store import EventStore, QueueFullError
+from event_relay.store import EventStore, QueueFullError, Worker
 
 LOG = logging.getLogger("event_relay.monitor")
 
@@ -79,14 +79,11 @@ def _get(url: str, timeout: float) -> tuple[int, str]:
         return exc.code, ""
 
 
-class Monitor(threading.Thread):
+class Monitor(Worker):
     """Polls the inference server's readiness and metrics; queues events for the deliverer."""
 
     def __init__(self, store: EventStore, config: Config, stop: threading.Event) -> None:
-        super().__init__(name="monitor", daemon=True)
-        self.store = store
-        self.config = config
-        self.stop = stop
+        super().__init__("monitor", store, config, stop)
         self.ready: bool | None = None
         self._previous: dict[tuple[str, str], dict[str, float]] = {}
 

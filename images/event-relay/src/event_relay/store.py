@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from event_relay.config import Config
+
 DROP_REPORT_TYPE = "relay.events_dropped"
 
 # Schema version 1: the tables (files written before versioning have user_version 0 and these
@@ -383,3 +385,14 @@ class EventStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class Worker(threading.Thread):
+    """A daemon thread of the relay (the deliverer, the monitor) over the event store; it runs
+    until ``stop`` is set."""
+
+    def __init__(self, name: str, store: EventStore, config: Config, stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self.store = store
+        self.config = config
+        self.stop = stop

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,36 +45,25 @@ _METRICS = (
         lambda s: s.inference_count,
     ),
     ("nv_inference_exec_count", "counter", "Number of model executions performed", lambda s: s.exec_count),
-    (
-        "nv_inference_request_duration_us",
-        "counter",
-        "Cumulative inference request duration in microseconds",
-        lambda s: (s.request_ns + s.fail_ns) // 1000,
-    ),
-    (
-        "nv_inference_queue_duration_us",
-        "counter",
-        "Cumulative inference queuing duration in microseconds",
-        lambda s: s.queue_ns // 1000,
-    ),
-    (
-        "nv_inference_compute_input_duration_us",
-        "counter",
-        "Cumulative compute input duration in microseconds",
-        lambda s: s.input_ns // 1000,
-    ),
-    (
-        "nv_inference_compute_infer_duration_us",
-        "counter",
-        "Cumulative compute inference duration in microseconds",
-        lambda s: s.infer_ns // 1000,
-    ),
-    (
-        "nv_inference_compute_output_duration_us",
-        "counter",
-        "Cumulative inference compute output duration in microseconds",
-        lambda s: s.output_ns // 1000,
-    ),
+)
+# Triton's cumulative durations in microseconds: (metric, what its help text names, the fields of
+# VersionStats, in nanoseconds, that it sums)
+_DURATIONS = (
+    ("nv_inference_request_duration_us", "inference request", ("request_ns", "fail_ns")),
+    ("nv_inference_queue_duration_us", "inference queuing", ("queue_ns",)),
+    ("nv_inference_compute_input_duration_us", "compute input", ("input_ns",)),
+    ("nv_inference_compute_infer_duration_us", "compute inference", ("infer_ns",)),
+    ("nv_inference_compute_output_duration_us", "inference compute output", ("output_ns",)),
+)
+
+
+def _microseconds(fields: tuple[str, ...]) -> Callable[[VersionStats], int]:
+    return lambda s: sum(getattr(s, name) for name in fields) // 1000
+
+
+_METRICS += tuple(
+    (metric, "counter", f"Cumulative {what} duration in microseconds", _microseconds(fields))
+    for metric, what, fields in _DURATIONS
 )
 
 

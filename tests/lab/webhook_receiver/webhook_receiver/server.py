@@ -24,6 +24,7 @@ from webhook_receiver.httpguard import BoundedHTTPServer, RequestError, content_
 
 LOG = logging.getLogger("webhook_receiver")
 
+ANSWERED = object()  # what _json_body returns for a body it has answered (refused)
 DEVICE_PATH = re.compile(r"^/v1/devices/([A-Za-z0-9][A-Za-z0-9._-]{0,127})$")
 MAX_BODY = 1024 * 1024  # the default --max-body-bytes
 MAX_CONNECTIONS = 64  # the default --max-connections
@@ -164,8 +165,13 @@ class Handler(BaseHTTPRequestHandler):
             return None
 
     def _json_body(self, body: bytes, default: bytes) -> Any:
-        """The body as JSON; raises RequestError (400) for bad or too deeply nested JSON."""
-        return parse_json(body or default, MAX_JSON_DEPTH)
+        """The body (``default`` when empty) as JSON; ANSWERED when it is bad or too deeply nested
+        JSON, which has been answered (400)."""
+        try:
+            return parse_json(body or default, MAX_JSON_DEPTH)
+        except RequestError as exc:
+            self._error(exc.status, exc.code, exc.message)
+            return ANSWERED
 
     def _refuse(self, exc: RequestError) -> None:
         """Answer a refused request and close the connection (its body may be unread)."""
@@ -244,6 +250,17 @@ class Handler(BaseHTTPRequestHandler):
             return True
         return False
 
+    def _device_id(self, path: str) -> str | None:
+        """The device of a /v1/devices/<id> request that is authorized and not failed on purpose;
+        None when it has been answered (404, 401, an injected fault)."""
+        match = DEVICE_PATH.match(path)
+        if not match:
+            self._error(HTTPStatus.NOT_FOUND, "not_found", path)
+            return None
+        if not self._authorized() or self._fault_injected():
+            return None
+        return match.group(1)
+
     # -- verbs ----------------------------------------------------------------------
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
@@ -255,14 +272,11 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/healthz":
             self._send(HTTPStatus.OK, {"status": "ok"})
             return
-        match = DEVICE_PATH.match(path)
-        if not match:
-            self._error(HTTPStatus.NOT_FOUND, "not_found", path)
-            return
-        if not self._authorized() or self._fault_injected():
+        device_id = self._device_id(path)
+        if device_id is None:
             return
         with self.server.state.lock:
-            registration = self.server.state.registrations.get(match.group(1))
+            registration = self.server.state.registrations.get(device_id)
         if registration is None:
             self._error(HTTPStatus.NOT_FOUND, "not_found", "device not registered")
         else:
@@ -270,25 +284,19 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         path = urlsplit(self.path).path
-        match = DEVICE_PATH.match(path)
         body = self._read_body()
         if body is None:
             return
-        if not match:
-            self._error(HTTPStatus.NOT_FOUND, "not_found", path)
+        device_id = self._device_id(path)
+        if device_id is None:
             return
-        if not self._authorized() or self._fault_injected():
-            return
-        try:
-            doc = self._json_body(body, b"null")
-        except RequestError as exc:
-            self._error(exc.status, exc.code, exc.message)
+        doc = self._json_body(body, b"null")
+        if doc is ANSWERED:
             return
         problem = validate_registration(doc)
         if problem:
             self._error(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_registration", problem)
             return
-        device_id = match.group(1)
         state = self.server.state
         with state.lock:
             created = device_id not in state.registrations
@@ -305,15 +313,12 @@ class Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if not self._no_body():
             return
-        match = DEVICE_PATH.match(path)
-        if not match:
-            self._error(HTTPStatus.NOT_FOUND, "not_found", path)
-            return
-        if not self._authorized() or self._fault_injected():
+        device_id = self._device_id(path)
+        if device_id is None:
             return
         state = self.server.state
         with state.lock:
-            existed = state.registrations.pop(match.group(1), None) is not None
+            existed = state.registrations.pop(device_id, None) is not None
             if existed:
                 state.save_registrations()
                 state.bump("registrations_deleted")
@@ -358,10 +363,8 @@ class Handler(BaseHTTPRequestHandler):
         if not key or len(key) > 200:
             self._error(HTTPStatus.BAD_REQUEST, "missing_idempotency_key", "Idempotency-Key required")
             return
-        try:
-            event = self._json_body(body, b"")
-        except RequestError as exc:
-            self._error(exc.status, exc.code, exc.message)
+        event = self._json_body(body, b"")
+        if event is ANSWERED:
             return
         if not isinstance(event, dict) or not isinstance(event.get("type"), str) \
                 or not isinstance(event.get("id"), str):
@@ -428,10 +431,8 @@ class Handler(BaseHTTPRequestHandler):
         if path != "/_control":
             self._error(HTTPStatus.NOT_FOUND, "not_found", path)
             return
-        try:
-            doc = self._json_body(body, b"{}")
-        except RequestError as exc:
-            self._error(exc.status, exc.code, exc.message)
+        doc = self._json_body(body, b"{}")
+        if doc is ANSWERED:
             return
         control, problem = validate_control(doc)
         if problem:
