@@ -9,7 +9,6 @@ answer must match the model run in-process on the controller."""
 from __future__ import annotations
 
 import json
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from rollout_helpers import REPO, bootstrap_default_fleet, run_playbook
-
-sys.path.insert(0, str(REPO / "tests"))
-import real_models
+from edgeai_lab import real_models
+from rollout_helpers import bootstrap_default_fleet, run_playbook
 
 pytestmark = pytest.mark.lab
 

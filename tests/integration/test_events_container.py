@@ -10,19 +10,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from webhook_receiver.testing import ReceiverProcess, free_port, http_json, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_DIR = ROOT / "images" / "event-relay"
 IMAGE = "edgeai/event-relay:test"
-sys.path.insert(0, str(ROOT / "tests" / "lab" / "webhook_receiver"))
-
-from webhook_receiver.testing import ReceiverProcess, free_port, http_json, wait_for_port  # noqa: E402
 
 pytestmark = pytest.mark.docker
 SECRET = "container-secret"

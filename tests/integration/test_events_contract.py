@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from event_relay.store import EventStore
+from webhook_receiver.server import REGISTRATION_FIELDS, sign
+from webhook_receiver.testing import ReceiverProcess, http_json
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "lab" / "webhook_receiver"))
-sys.path.insert(0, str(ROOT / "images" / "event-relay" / "src"))
-
-from event_relay.store import EventStore  # noqa: E402
-from webhook_receiver.server import REGISTRATION_FIELDS, sign  # noqa: E402
-from webhook_receiver.testing import ReceiverProcess, http_json  # noqa: E402
 
 SPEC = yaml.safe_load((ROOT / "docs" / "event-api.yaml").read_text())
 SECRET, TOKEN = "contract-secret", "contract-token"

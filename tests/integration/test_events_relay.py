@@ -22,12 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-RELAY_SRC = ROOT / "images" / "event-relay" / "src"
-sys.path.insert(0, str(ROOT / "tests" / "lab" / "webhook_receiver"))
-
-from webhook_receiver.testing import (  # noqa: E402
+from webhook_receiver.testing import (
     ReceiverProcess,
     free_port,
     http_json,
@@ -35,6 +30,9 @@ from webhook_receiver.testing import (  # noqa: E402
     wait_for_port,
     write_secret,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
+RELAY_SRC = ROOT / "images" / "event-relay" / "src"
 
 SECRET = "integration-secret"
 TOKEN = "integration-token"

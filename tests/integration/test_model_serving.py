@@ -161,7 +161,6 @@ class LiteRT(Server):
     kind = "litert"
 
     def __init__(self, work: Path) -> None:
-        sys.path.insert(0, str(LITERT_SRC))
         self.work = work
         self.repo = work / "repo"
         self.repo.mkdir()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,13 +23,11 @@ from typing import Any
 
 import pytest
 import yaml
+from edgeai_lab import inventory as lab_inventory
 from edgeai_lab.access import BIN, demo_release, lab_cli, playbook_env, read_report
 from rollout_helpers import REPO, receiver_events, served_version
 
 pytestmark = pytest.mark.lab
-
-sys.path.insert(0, str(REPO / "tests" / "lab"))
-from edgeai_lab import inventory as lab_inventory  # noqa: E402  (the lab's own inventory settings)
 
 # 4 devices per site, 2 Jetson + 2 Coral each; every Jetson profile that gets a server here
 # (JetPack 5 and 6) and both Coral variants. generic and jetson-nano get no server in the lab.

@@ -30,14 +30,13 @@ from typing import Any
 
 import pytest
 import yaml
+from edgeai_lab import inventory as lab_inventory
 from edgeai_lab.access import lab_cli
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(REPO / "tests" / "lab"))
-from edgeai_lab import inventory as lab_inventory  # noqa: E402  (the lab's own inventory settings)
 
 SITE = "cache-site"
 DEVICES = [f"{SITE}-{i}" for i in range(1, 5)]

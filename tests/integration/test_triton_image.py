@@ -8,17 +8,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+from edgeai_lab.real_models import fetch
 from test_model_serving import ROOT, TRITON_IMAGE, TRITON_MODELS, _triton_image, free_port, wait_ready
-
-sys.path.insert(0, str(ROOT / "tests"))
-from real_models import fetch
 
 pytestmark = pytest.mark.docker
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -141,7 +140,6 @@ def test_role_runs_the_litert_server_with_a_model(role_env):
                                capture_output=True, text=True, check=False,
                                env=dict(os.environ, PIP=f"{ROOT / '.venv' / 'bin' / 'python'} -m pip"))
         assert build.returncode == 0, build.stderr[-3000:]
-    sys.path.insert(0, str(ROOT / "images" / "litert-server" / "src"))
     env = role_env
     helper = LiteRT.__new__(LiteRT)  # only for its artifact() and expected()
     helper.work = env["helper"].work

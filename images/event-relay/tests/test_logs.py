@@ -1,6 +1,10 @@
 """The JSON log format. event_relay/logs.py and the LiteRT server's litert_server/jsonlog.py
 are one file, copied (the images share no package), so the two images log alike: these
-tests are in both images, and the last one checks that the two files are still the same."""
+tests are in both images, and the last one checks that the two files are still the same.
+
+DELIBERATE COPY: this file is images/litert-server/tests/test_jsonlog.py under the relay's
+names. Each image is a separately shipped package whose own suite tests the copy it ships, so
+the tests are copied with the module; edit both."""
 
 from __future__ import annotations
 

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-sys.path.insert(0, str(SRC))
+from litert_server.testmodels import make_triton_model
 
-from litert_server.testmodels import make_triton_model  # noqa: E402
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def free_port() -> int:

@@ -1,6 +1,10 @@
 """The JSON log format. litert_server/jsonlog.py and the event relay's event_relay/logs.py
 are one file, copied (the images share no package), so the two images log alike: these
-tests are in both images, and the last one checks that the two files are still the same."""
+tests are in both images, and the last one checks that the two files are still the same.
+
+DELIBERATE COPY: this file is images/event-relay/tests/test_logs.py under the LiteRT server's
+names. Each image is a separately shipped package whose own suite tests the copy it ships, so
+the tests are copied with the module; edit both."""
 
 from __future__ import annotations
 

@@ -14,12 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from edgeai_lab import artifacts, cli
+from edgeai_lab.core import LabError
 
 LAB = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(LAB))
-
-from edgeai_lab import artifacts, cli  # noqa: E402
-from edgeai_lab.core import LabError  # noqa: E402
 
 PAYLOAD = bytes(range(256)) * 1200  # 300 kB
 

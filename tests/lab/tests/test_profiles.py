@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from edgeai_lab import apt
 
 LAB = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(LAB))
-
-from edgeai_lab import apt  # noqa: E402
 
 PROFILES = sorted(p.parent.name for p in (LAB / "profiles").glob("*/profile.yml"))
 RELEASE_RE = re.compile(r"^# R(\d+) \(release\), REVISION: (\d+)\.(\d+), GCID: \d+, BOARD: [\w-]+, "

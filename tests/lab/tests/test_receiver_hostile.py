@@ -5,26 +5,27 @@ Each test here failed on the receiver before it was hardened: bodies framed by
 ``Content-Length: -1``, ``+5`` or two headers were read and stored, ``abc``, deep JSON and
 wrong types in a control request got a traceback and no answer, threads were unbounded, and a
 captured signed event replayed under a new ``Idempotency-Key`` was stored again.
+
+The relay's local API, which shares httpguard.py with the receiver, has its hostile-client
+tests beside these (test_relay_hostile.py), over the same raw-socket client (raw_http.py).
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import raw_http
+from raw_http import Answer, read_answer
+from webhook_receiver import server as receiver_server
+from webhook_receiver.server import ReceiverServer, State, sign
 
 LAB = Path(__file__).resolve().parents[1]
 ROOT = LAB.parents[1]
-sys.path.insert(0, str(LAB / "webhook_receiver"))
-sys.path.insert(0, str(ROOT / "images" / "event-relay" / "src"))
-
-from webhook_receiver import server as receiver_server  # noqa: E402
-from webhook_receiver.server import ReceiverServer, State, sign  # noqa: E402
 
 SECRET = b"receiver-hostile-secret"
 TOKEN = "receiver-hostile-token"
@@ -47,50 +48,8 @@ def receiver(tmp_path):
     server.server_close()
 
 
-class Answer:
-    def __init__(self, status: int | None, headers: dict[str, str], body: bytes) -> None:
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self):
-        return json.loads(self.body)
-
-
-def read_answer(sock: socket.socket, timeout: float = 5.0) -> Answer:
-    """One HTTP response; status None when the connection ended (or reset) without one."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return Answer(None, {}, data)
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        while len(rest) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            rest += chunk
-        return Answer(int(lines[0].split()[1]), headers, rest[:length])
-    except (ConnectionResetError, TimeoutError):
-        return Answer(None, {}, data)
-
-
 def exchange(server: ReceiverServer, raw: bytes, *, end: bool = False, timeout: float = 5.0) -> Answer:
-    with socket.create_connection(("127.0.0.1", server.server_port), timeout=timeout) as sock:
-        try:
-            sock.sendall(raw)
-            if end:
-                sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        return read_answer(sock, timeout)
+    return raw_http.exchange(server.server_port, raw, end=end, timeout=timeout)
 
 
 def event_body(event_id: str = "evt-0000001", pad: int = 0, **fields) -> bytes:

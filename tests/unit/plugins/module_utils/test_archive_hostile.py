@@ -26,9 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.edgeai.fleet.plugins.module_utils._archive import extract_tar, extract_zip
-from ansible_collections.edgeai.fleet.plugins.module_utils._artifact import ARGUMENT_SPEC, ModelArtifact
+from ansible_collections.edgeai.fleet.plugins.module_utils._artifact import ModelArtifact
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError, UnsafeArchiveError
 from ansible_collections.edgeai.fleet.plugins.modules import model_artifact
+from artifact_helpers import params, plenty
 
 MiB = 1024 * 1024
 
@@ -114,17 +115,6 @@ def snapshot(root):
                 value = None
             state[os.path.relpath(path, root)] = (stat.S_IMODE(st.st_mode), stat.S_IFMT(st.st_mode), value)
     return state
-
-
-def params(tmp_path, **kw):
-    base = dict((k, v.get("default")) for k, v in ARGUMENT_SPEC.items())
-    base.update(name="scale", version=1, dest=str(tmp_path / "artifacts"))
-    base.update(kw)
-    return base
-
-
-def plenty(path):
-    return 10 ** 13
 
 
 def stage_good_version(tmp_path):

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import base64
 import glob
-import hashlib
-import io
 import json
 import os
 import re
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -34,6 +31,8 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._events import EventP
 from ansible_collections.edgeai.fleet.plugins.module_utils._inference_client import InferenceClient
 from ansible_collections.edgeai.fleet.plugins.module_utils._webhook import WebhookClient
 from ansible_collections.edgeai.fleet.plugins.modules import model_artifact, webhook_target
+from artifact_helpers import params as artifact_params
+from artifact_helpers import plenty, sha, tar_bytes
 from loopback_http import LoopbackNames, Servers, carried, header_values
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -48,32 +47,12 @@ def basic(user, password):
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def tar_bytes(files):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 V1 = tar_bytes({"scale/config.pbtxt": b'name: "scale"\nbackend: "python"\n', "scale/1/model.py": b"K = 1\n"})
 
 
 def params(tmp_path, **kw):
-    base = dict((k, v.get("default")) for k, v in ARGUMENT_SPEC.items())
-    base.update(name="scale", version=1, dest=str(tmp_path / "artifacts"), retries=0)
-    base.update(kw)
-    return base
-
-
-def plenty(path):
-    return 10 ** 12
+    """model_artifact's parameters, without retries (every attack here fails at once)."""
+    return artifact_params(tmp_path, **{"retries": 0, **kw})
 
 
 @pytest.fixture

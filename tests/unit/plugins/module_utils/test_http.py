@@ -331,6 +331,8 @@ def test_every_error_message_of_the_client_is_redacted(servers):
 
 # -- throttled reading -------------------------------------------------------------------
 class FakeClock:
+    """A clock that only moves when the throttle sleeps: what it asks for is what it waited."""
+
     def __init__(self):
         self.now = 0.0
 
@@ -346,7 +348,14 @@ def test_throttle_holds_the_rate():
     throttle = Throttle(1000, clock=clock, sleep=clock.sleep)
     for _chunk in range(10):
         throttle.take(500)
-    assert clock.now == pytest.approx(5.0)
+    assert clock.now == pytest.approx(5.0)  # 5000 bytes at 1000 B/s
+
+
+def test_throttle_without_a_limit_never_waits():
+    clock = FakeClock()
+    throttle = Throttle(0, clock=clock, sleep=clock.sleep)
+    throttle.take(10 ** 9)
+    assert clock.now == 0.0
 
 
 def test_copy_body_throttles_hashes_and_reports_a_cut():

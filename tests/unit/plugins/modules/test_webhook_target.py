@@ -6,22 +6,15 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
-
-ROOT = Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT / ".collections"))
-sys.path.insert(0, str(ROOT / "tests" / "lab" / "webhook_receiver"))
-
-from ansible_collections.edgeai.fleet.plugins.module_utils import _webhook  # noqa: E402
-from ansible_collections.edgeai.fleet.plugins.module_utils._webhook import sign  # noqa: E402
-from ansible_collections.edgeai.fleet.plugins.modules import webhook_target  # noqa: E402
-from webhook_receiver.server import sign as receiver_sign  # noqa: E402
-from webhook_receiver.testing import ReceiverProcess, free_port, http_json  # noqa: E402
+from ansible_collections.edgeai.fleet.plugins.module_utils import _webhook
+from ansible_collections.edgeai.fleet.plugins.module_utils._webhook import sign
+from ansible_collections.edgeai.fleet.plugins.modules import webhook_target
+from webhook_receiver.server import sign as receiver_sign
+from webhook_receiver.testing import ReceiverProcess, free_port, http_json
 
 SECRET = "unit-secret"
 TOKEN = "unit-token"

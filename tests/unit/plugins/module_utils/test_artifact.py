@@ -7,7 +7,6 @@ auth), checksum and archive refusals, atomic staging, retention, check mode, fre
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import os
@@ -26,7 +25,7 @@ from ansible_collections.edgeai.fleet.plugins.module_utils._artifact import (
     parse_image_ref,
 )
 from ansible_collections.edgeai.fleet.plugins.module_utils._errors import ArtifactError, UnsafeArchiveError
-from ansible_collections.edgeai.fleet.plugins.module_utils._http import Throttle
+from artifact_helpers import params, plenty, sha, tar_bytes
 
 
 # -- servers -----------------------------------------------------------------------------
@@ -127,35 +126,9 @@ def https_server(tmp_path):
 
 
 # -- helpers -----------------------------------------------------------------------------
-def tar_bytes(files, wrap=None):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as archive:
-        for name, data in files.items():
-            data = data.encode() if isinstance(data, str) else data
-            info = tarfile.TarInfo(f"{wrap}/{name}" if wrap else name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def params(tmp_path, **kw):
-    base = dict((k, v.get("default")) for k, v in ARGUMENT_SPEC.items())
-    base.update(name="scale", version=1, dest=str(tmp_path / "artifacts"))
-    base.update(kw)
-    return base
-
-
-def plenty(path):
-    return 10 ** 12
-
-
 CONFIG = 'name: "scale"\nbackend: "python"\n'
 V1 = tar_bytes({"config.pbtxt": CONFIG, "1/model.py": "K = 1\n"}, wrap="scale")
 V2 = tar_bytes({"config.pbtxt": CONFIG, "2/model.py": "K = 2\n"}, wrap="scale")
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 # -- downloads -----------------------------------------------------------------------------
@@ -264,34 +237,6 @@ def test_basic_auth_for_an_artifact_store(tmp_path, https_server):
                url_username="models", url_password="s3cret")
     assert ModelArtifact(dict(p), statvfs_free=plenty).run()["changed"] is True
     assert https_server.log[-1][2] == "Basic " + base64.b64encode(b"models:s3cret").decode()
-
-
-class FakeClock:
-    """A clock that only moves when the throttle sleeps: what it asks for is what it waited."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
-def test_throttle_holds_the_average_rate():
-    clock = FakeClock()
-    throttle = Throttle(1000, clock=clock, sleep=clock.sleep)
-    for _chunk in range(10):
-        throttle.take(500)
-    assert clock.now == pytest.approx(5.0)  # 5000 bytes at 1000 B/s
-
-
-def test_throttle_without_a_limit_never_waits():
-    clock = FakeClock()
-    throttle = Throttle(0, clock=clock, sleep=clock.sleep)
-    throttle.take(10 ** 9)
-    assert clock.now == 0.0
 
 
 def test_rate_limited_download_waits_in_proportion_to_the_bytes(tmp_path, http_server):

@@ -6,6 +6,13 @@ Each test here failed on the relay before its local API was hardened: bodies fra
 ``Content-Length: -1``, ``+5`` or two headers were read and queued, ``abc`` and deep JSON got a
 traceback and no answer, any process could post (as ``source: ansible``) and read dead letters,
 threads were unbounded, and an event that a receiver refused with an early 413 was retried forever.
+
+These tests live beside the receiver's (test_receiver_hostile.py) rather than in the relay
+image's own suite: the relay's local API and the lab's receiver share httpguard.py (a
+deliberate byte-identical copy, one per separately shipped part), so their hostile-client tests
+stand together and share one raw-socket client (raw_http.py) instead of writing it twice. They
+run with the collection's unit tests (no Docker), on the relay's package from
+images/event-relay/src (on pytest's pythonpath).
 """
 
 from __future__ import annotations
@@ -16,9 +23,9 @@ import threading
 import time
 
 import pytest
-
 from event_relay.app import Relay
 from event_relay.config import Config, ConfigError, load_config
+from raw_http import exchange, read_answer
 
 TOKEN = "local-token-for-hostile-tests"
 SECRET = b"hostile-test-secret"
@@ -53,53 +60,6 @@ def relay(tmp_path):
 
 def port_of(relay: Relay) -> int:
     return relay.http.server_port
-
-
-class Answer:
-    def __init__(self, status: int | None, headers: dict[str, str], body: bytes) -> None:
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self):
-        return json.loads(self.body)
-
-
-def read_answer(sock: socket.socket, timeout: float = 5.0) -> Answer:
-    """One HTTP response from sock; status None when the connection ended (or reset) without one."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return Answer(None, {}, data)
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        while len(rest) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            rest += chunk
-        return Answer(int(lines[0].split()[1]), headers, rest[:length])
-    except (ConnectionResetError, TimeoutError):
-        return Answer(None, {}, data)
-
-
-def exchange(port: int, raw: bytes, *, end: bool = False, timeout: float = 5.0) -> Answer:
-    """Send raw bytes (then, with end, close the sending side) and read one answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        try:
-            sock.sendall(raw)
-            if end:
-                sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        return read_answer(sock, timeout)
 
 
 def post(body: bytes, headers: str = "", auth: bool = True) -> bytes:

@@ -27,7 +27,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]  # the repository root
 CACHE = Path(os.environ.get("EDGEAI_TEST_MODELS", ROOT / ".lab" / "models"))
 
 MODELS = {

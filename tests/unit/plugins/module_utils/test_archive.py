@@ -70,6 +70,17 @@ def outside(tmp_path):
     return victim
 
 
+def refused(tmp_path, outside, extract, archive):
+    """Extract archive into a new folder, which must fail as unsafe and leave outside as it was;
+    the folder, for what else the test checks."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(UnsafeArchiveError):
+        extract(str(archive), str(dest))
+    assert outside.read_text() == "untouched"
+    return dest
+
+
 @pytest.mark.parametrize(
     "members",
     [
@@ -87,11 +98,7 @@ def outside(tmp_path):
 )
 def test_tar_refuses_escapes_and_writes_nothing(tmp_path, outside, members):
     archive = make_tar(tmp_path / "bad.tar.gz", [("ok.txt", "file", "fine")] + members)
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    with pytest.raises(UnsafeArchiveError):
-        extract_tar(str(archive), str(dest))
-    assert outside.read_text() == "untouched"
+    dest = refused(tmp_path, outside, extract_tar, archive)
     # every member is checked before the first byte is written
     assert os.listdir(dest) == []
 
@@ -99,11 +106,7 @@ def test_tar_refuses_escapes_and_writes_nothing(tmp_path, outside, members):
 def test_tar_symlink_then_file_through_it_cannot_escape(tmp_path, outside):
     # "d -> ." is harmless; a link that points up is refused before anything is written
     archive = make_tar(tmp_path / "bad.tar", [("d", "symlink", ".."), ("d/victim.txt", "file", "pwned")], "w")
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    with pytest.raises(UnsafeArchiveError):
-        extract_tar(str(archive), str(dest))
-    assert outside.read_text() == "untouched"
+    refused(tmp_path, outside, extract_tar, archive)
 
 
 def test_tar_inner_links_and_strip(tmp_path):
@@ -146,11 +149,7 @@ def test_oci_whiteouts_remove_earlier_layer_files(tmp_path):
 )
 def test_zip_refuses_escapes(tmp_path, outside, members):
     archive = make_zip(tmp_path / "bad.zip", [("ok.txt", "file", "fine")] + members)
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    with pytest.raises(UnsafeArchiveError):
-        extract_zip(str(archive), str(dest))
-    assert outside.read_text() == "untouched"
+    dest = refused(tmp_path, outside, extract_zip, archive)
     assert os.listdir(dest) == []
 
 
