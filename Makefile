@@ -81,6 +81,7 @@ unit: venv
 # The project's own containers are Python packages with their own tests (some build and run
 # the image, so a Docker engine must answer).
 images: host venv
+	$(LAB) base
 	@for d in $(wildcard images/*/tests); do \
 	  echo "== pytest $$d"; (cd $$(dirname $$d) && PYTHONPATH=src $(BIN)/pytest -q tests) || exit 1; \
 	done

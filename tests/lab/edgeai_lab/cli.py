@@ -216,6 +216,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_base(args: argparse.Namespace) -> int:
+    """The Debian base image that the lab's devices and the project's images build FROM."""
+    with state_lock():
+        state = load_state()
+        if images.ensure_dockerd():
+            state["started_dockerd"] = True
+            save_state(state)
+        log(f"lab base: {images.ensure_base_image()}")
+    return 0
+
+
 def cmd_device_add(args: argparse.Namespace) -> int:
     with state_lock():
         state = load_state()
@@ -417,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--devices", type=int, help="N devices following the default fleet's pattern")
     up.add_argument("--no-images", action="store_true", help="do not build/push the project's images")
     up.set_defaults(func=cmd_up)
+    base = sub.add_parser("base", help="build the Debian base image (FROM of the lab's and the project's "
+                          "images) when it is missing or its recipe changed")
+    base.set_defaults(func=cmd_base)
     down = sub.add_parser("down", help="remove everything the lab made")
     down.add_argument("--purge", action="store_true", help="also remove the lab's images")
     down.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
