@@ -9,9 +9,11 @@ import argparse
 import http.client
 import itertools
 import os
+import re
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -53,6 +55,30 @@ def workdir(name: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
+          ) -> subprocess.Popen[bytes]:
+    """argv as a process of a session of its own (so that stop() ends what it starts too), output to log_path."""
+    with log_path.open("wb") as out:
+        return subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
+    """SIGTERM to a spawn()ed process's session, SIGKILL after the grace period."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def image_env(image: str, prefix: str) -> dict[str, str]:
+    """This environment without the image's settings (variables starting with prefix), its sources on PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
+    return dict(env, PYTHONPATH=str(ROOT / "images" / image / "src"))
+
+
 # -- statistics ----------------------------------------------------------------------------------
 def pct(sorted_xs: list[float], p: float) -> float:
     return sorted_xs[min(len(sorted_xs) - 1, int(p * len(sorted_xs)))] if sorted_xs else float("nan")
@@ -61,6 +87,10 @@ def pct(sorted_xs: list[float], p: float) -> float:
 def mean(xs: Iterable[float]) -> float:
     xs = list(xs)
     return sum(xs) / len(xs) if xs else float("nan")
+
+
+def ratio(a: float | None, b: float | None, none: str = "") -> str:
+    return f"{a / b:.2f}x" if a is not None and b else none
 
 
 def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -130,77 +160,70 @@ def cpu_s(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
-def inotify_instances() -> tuple[dict[str, int], int]:
-    """Root's inotify instances open now by container name ("" for the rest), and root's limit
-    (fs.inotify.max_user_instances). Containers without a user namespace share root's limit, and
-    every lab device's systemd, logind and containerd hold some: a device that finds none left
-    never boots (systemd: "Failed to create inotify object: Too many open files")."""
-    import subprocess
-
-    names = dict(line.split() for line in subprocess.run(
-        ["docker", "ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}"], capture_output=True, text=True,
-        check=True).stdout.splitlines() if line)
-    out: dict[str, int] = {}
-    for fd in Path("/proc").glob("[0-9]*/fd/*"):
-        try:
-            if os.readlink(fd) != "anon_inode:inotify" or fd.parents[1].stat().st_uid != 0:
-                continue
-            cgroup = next(line for line in Path(fd.parents[1], "cgroup").read_text().splitlines() if ":memory:" in line)
-        except (OSError, StopIteration):
-            continue
-        parts = cgroup.split(":", 2)[2].split("/")
-        key = names.get(parts[2], "") if len(parts) > 2 and parts[1] == "docker" else ""
-        out[key] = out.get(key, 0) + 1
-    return out, int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
-
-
 def meminfo() -> dict[str, int]:
     return {k: int(v.split()[0]) * 1024 for k, v in
             (line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())}
 
 
+# -- playbooks -----------------------------------------------------------------------------------
+PROFILE_TASKS = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"}
+
+
+def task_times(stdout: str) -> dict[str, float]:
+    """Seconds per task name (without its role), summed, from a run's profile_tasks recap (env PROFILE_TASKS)."""
+    tasks: dict[str, float] = {}
+    for name, seconds in re.findall(r"^(\S.*?) -{3,} ([0-9.]+)s$", stdout[stdout.rfind("TASKS RECAP"):], re.M):
+        name = name.split(" : ", 1)[-1]
+        tasks[name] = tasks.get(name, 0.0) + float(seconds)
+    return tasks
+
+
 # -- load ----------------------------------------------------------------------------------------
 def http_load(port: int, path: str, body: Callable[[int], bytes], count: int, threads: int, cap_s: float, *,
-              rate: float | None = None, headers: dict[str, str] | None = None,
-              accept: Callable[[int, bytes, int], bool] = lambda status, _raw, _k: status == 200) -> dict[str, Any]:
+              rate: float | None = None, pace_s: float | None = None, stop: threading.Event | None = None,
+              headers: dict[str, str] | None = None, timeout: float = 30,
+              check: Callable[[int, bytes, int], tuple[bool, Any]] = lambda status, _raw, _k: (status == 200, status),
+              ) -> dict[str, Any]:
     """POST body(k) for k < count from `threads` keep-alive connections to 127.0.0.1:port, each as soon
-    as the last answered (with rate: request k no earlier than start + k / rate), until the cap_s time
-    cap. accept(status, answer, k) says whether request k succeeded."""
+    as the last answered, until the cap_s time cap or `stop` is set. With rate: request k no earlier than
+    start + k / rate; with pace_s: each thread one request every pace_s (the threads staggered, none
+    catching up). check(status, answer, k) says whether request k succeeded and what to note of it (a
+    failed connection notes its exception's name). "records": (k, sent since start, latency, ok, note)."""
     lock, ticket = threading.Lock(), itertools.count()
-    ok: list[tuple[int, float]] = []
-    failed: list[tuple[int, int]] = []
+    records: list[tuple[int, float, float, bool, Any]] = []
     headers = {"Content-Type": "application/json", **(headers or {})}
     start = time.monotonic()
 
-    def worker() -> None:
-        conn = None
-        while (k := next(ticket)) < count and time.monotonic() < start + cap_s:
-            if rate and (delay := start + k / rate - time.monotonic()) > 0:
-                time.sleep(delay)
-            t, status = time.perf_counter(), 0
+    def worker(i: int) -> None:
+        conn, next_t = None, start + (i * pace_s / threads if pace_s else 0)
+        while (k := next(ticket)) < count and time.monotonic() < start + cap_s and not (stop and stop.is_set()):
+            due = start + k / rate if rate else next_t
+            time.sleep(max(0.0, due - time.monotonic()))
+            t = time.monotonic()
+            next_t = max(next_t + (pace_s or 0), t)
             try:
-                conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
                 conn.request("POST", path, body(k), headers)
                 resp = conn.getresponse()
-                status = resp.status
-                good = accept(status, resp.read(), k)
-            except (OSError, http.client.HTTPException, ValueError):
+                ok, note = check(resp.status, resp.read(), k)
+            except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError) as exc:
                 if conn:
                     conn.close()
-                conn, good = None, False
+                conn, ok, note = None, False, type(exc).__name__
             with lock:
-                ok.append((k, time.perf_counter() - t)) if good else failed.append((k, status))
+                records.append((k, t - start, time.monotonic() - t, ok, note))
         if conn:
             conn.close()
 
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
     for t in pool:
         t.start()
     for t in pool:
         t.join()
     end = time.monotonic()
-    return {"ok": [k for k, _ in ok], "lat": sorted(x for _, x in ok), "failed": failed, "start": start, "end": end,
-            "wall": end - start, "capped": len(ok) + len(failed) < count}
+    return {"ok": [r[0] for r in records if r[3]], "lat": sorted(r[2] for r in records if r[3]),
+            "failed": [r for r in records if not r[3]], "records": records, "start": start, "end": end,
+            "wall": end - start, "capped": len(records) < count}
 
 
 # -- formatting ----------------------------------------------------------------------------------

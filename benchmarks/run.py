@@ -9,8 +9,7 @@ Usage: python benchmarks/run.py [--out FILE] [name ...] [-- ARGS]   (ARGS go to 
 Without names every benchmark runs. With names only those run, and the sections of the
 others already in docs/benchmarks.md stay as they are, so one benchmark can be refreshed at a
 time. Each section says when and on which machine it ran and how to reproduce it; it is found
-again by the `<!-- bench: NAME -->` line in front of it (sections written before that line
-existed are recognised by their "Reproduce" command). Sections of benchmarks that no longer
+again by the `<!-- bench: NAME -->` line in front of it. Sections of benchmarks that no longer
 exist are dropped. A benchmark that fails keeps its previous section, marked as not refreshed.
 """
 
@@ -38,49 +37,23 @@ HEADER = (
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, {platform.platform()}, Python {platform.python_version()}"
-    )
+    python = platform.python_version()
+    return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, {platform.platform()}, Python {python}"
 
 
 def read_sections(text: str, names: set[str]) -> dict[str, str]:
-    """The sections of an existing docs/benchmarks.md, keyed by benchmark name."""
-    # The header of files written before sections carried their machine: "Machine: ...".
-    old_machine = next((m.group(1) for m in re.finditer(r"^Machine: (.*?)\.?$", text, re.M)), None)
-    # Sections start at their marker; in files from before the markers, at their "## " heading.
-    marked = any(MARKER.match(line) for line in text.splitlines())
-    chunks: list[list[str]] = []
+    """The sections of an existing docs/benchmarks.md, keyed by benchmark name: each from its marker on."""
+    sections: dict[str, list[str]] = {}
+    lines: list[str] = []
     for line in text.splitlines():
-        if MARKER.match(line) if marked else line.startswith("## "):
-            chunks.append([])
-        if chunks:
-            chunks[-1].append(line)
-    sections = {}
-    for lines in chunks:
-        chunk = "\n".join(lines).strip() + "\n"
-        marker = MARKER.match(lines[0])
-        if marker:
-            name = marker.group(1)
-            chunk = "\n".join(lines[1:]).strip() + "\n"
-        elif found := re.search(r"Reproduce: `[^`]*benchmarks[/.]([\w-]+)[/.]bench\b", chunk):
-            name = found.group(1)
+        if marker := MARKER.match(line):
+            lines = sections.setdefault(marker.group(1), [])
         else:
-            name = lines[0][3:].strip()  # a FAILED section: "## <name>"
-        if name not in names:
-            continue
-        if old_machine and "machine:" not in chunk:
-            chunk = re.sub(r"\(run ([^)]*)\)\.", lambda m: f"(run {m.group(1)}; machine: {old_machine}).", chunk)
-        sections[name] = chunk
-    return sections
+            lines.append(line)
+    return {name: "\n".join(lines).strip() + "\n" for name, lines in sections.items() if name in names}
 
 
 def main(argv: list[str]) -> int:

@@ -22,6 +22,7 @@ from benchmarks import ROOT
 from benchmarks.harness import parser, table, timed, workdir
 
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+ANSIBLE = str(Path(sys.executable).parent / "ansible")
 HARDWARE = (("jetson", "agx-orin"), ("jetson", "orin-nano"), ("jetson", "xavier-nx"), ("jetson", "jetson-nano"),
             ("coral", "coral-dev-board"), ("coral", "coral-usb"), ("generic", "generic"))
 RINGS = ("canary",) + ("early",) * 4 + ("broad",) * 45  # 2% canary, 8% early, 90% broad
@@ -99,15 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per source; the best is shown (default 3)")
     ap.add_argument("--yaml-repeat", type=int, default=1, help="runs of ansible's yaml inventory (slow; default 1)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds before one run is abandoned (default 600)")
-    ap.add_argument("--ansible", default=str(Path(sys.executable).parent / "ansible"),
-                    help="the ansible executable (default: next to this Python)")
     args = ap.parse_args(argv)
     rows = []
     with workdir("inventory") as work:
         for size in (int(s) for s in args.sizes.split(",") if s.strip()):
             (work / str(size)).mkdir()
             paths = write_sources(work / str(size), size, args.sites)
-            best = {k: list_hosts(args.ansible, p, size, args.yaml_repeat if k == "static" else args.repeat,
+            best = {k: list_hosts(ANSIBLE, p, size, args.yaml_repeat if k == "static" else args.repeat,
                                   args.timeout) for k, p in paths.items()}
             rows.append((size, best))
 

@@ -16,8 +16,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -29,8 +27,8 @@ from ai_edge_litert.interpreter import Interpreter
 from litert_server.testmodels import make_triton_model
 from webhook_receiver.testing import free_port
 
-from benchmarks import ROOT
-from benchmarks.harness import Log, cpu_s, goal, http_load, loadavg, parser, pct, proc_tree, rss_mib, table, workdir
+from benchmarks import ROOT, harness
+from benchmarks.harness import Log, goal, loadavg, parser, pct, table, workdir
 
 BENCH_VENV = ROOT / ".lab" / "bench-venv"
 MODELS = {
@@ -47,9 +45,7 @@ log = Log("litert")
 class Server:
     def __init__(self, label: str, args: list[str], env: dict[str, str], cwd: Path, port: int) -> None:
         self.label, self.port, self.logfile = label, port, cwd / f"{label}.log"
-        with self.logfile.open("wb") as out:  # a session of its own: MLServer's workers go with it
-            self.proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+        self.proc = harness.spawn(args, self.logfile, env, cwd)  # a session of its own: MLServer's workers go with it
 
     def wait_ready(self, timeout: float = 90) -> None:
         deadline, pending = time.monotonic() + timeout, ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in MODELS]
@@ -73,23 +69,12 @@ class Server:
             if out != [float(v) for v in MODELS[name][4]]:
                 raise RuntimeError(f"{self.label} model {name}: HTTP {status}, answer {out}")
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-
 
 def start_ours(repo: Path, work: Path) -> Server:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEAI_LITERT_")}
-    env["PYTHONPATH"] = str(ROOT / "images" / "litert-server" / "src")
-    return Server("litert-server", [sys.executable, "-m", "litert_server", "--host", "127.0.0.1", "--port", str(port),
-                                    "--metrics-port", str(free_port()), "--model-repository", str(repo),
-                                    "--load-model", "*"], env, work, port)
+    argv = [sys.executable, "-m", "litert_server", "--host", "127.0.0.1", "--port", str(port), "--metrics-port",
+            str(free_port()), "--model-repository", str(repo), "--load-model", "*"]
+    return Server("litert-server", argv, harness.image_env("litert-server", "EDGEAI_LITERT_"), work, port)
 
 
 def start_mlserver(label: str, repo: Path, work: Path, tuned: bool) -> Server:
@@ -122,10 +107,11 @@ def infer(port: int, name: str) -> tuple[int, bytes]:
 
 def served_load(server: Server, name: str, concurrency: int, total: int, cap_s: float) -> dict[str, Any]:
     body = request_body(name)
-    pids = proc_tree(server.proc.pid)
-    server0, client0 = cpu_s(pids), time.process_time()
-    r = http_load(server.port, f"/v2/models/{name}/infer", lambda _k: body, total, concurrency, cap_s)
-    return dict(r, errors=len(r["failed"]), server_cpu=cpu_s(pids) - server0, client_cpu=time.process_time() - client0)
+    pids = harness.proc_tree(server.proc.pid)
+    server0, client0 = harness.cpu_s(pids), time.process_time()
+    r = harness.http_load(server.port, f"/v2/models/{name}/infer", lambda _k: body, total, concurrency, cap_s)
+    return dict(r, errors=len(r["failed"]), server_cpu=harness.cpu_s(pids) - server0,
+                client_cpu=time.process_time() - client0)
 
 
 def inprocess_load(model_path: Path, name: str, concurrency: int, total: int, cap_s: float) -> dict[str, Any]:
@@ -142,13 +128,14 @@ def inprocess_load(model_path: Path, name: str, concurrency: int, total: int, ca
     if it.get_tensor(i_out).ravel().tolist() != expected:
         raise RuntimeError(f"in-process {name}: wrong answer {it.get_tensor(i_out)}")
     lats: list[list[float]] = [[] for _ in range(concurrency)]
-    start, deadline = threading.Barrier(concurrency + 1), [0.0]
+    start = threading.Barrier(concurrency + 1)
 
     def worker(i: int) -> None:
         interp, idx_in, idx_out = interps[i]
         start.wait()
+        deadline = time.monotonic() + cap_s
         for _ in range(total // concurrency + (1 if i < total % concurrency else 0)):
-            if time.monotonic() > deadline[0]:
+            if time.monotonic() > deadline:
                 break
             t = time.perf_counter()
             interp.set_tensor(idx_in, x)
@@ -159,7 +146,6 @@ def inprocess_load(model_path: Path, name: str, concurrency: int, total: int, ca
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     for t in threads:
         t.start()
-    deadline[0] = time.monotonic() + cap_s
     start.wait()
     t0 = time.perf_counter()
     for t in threads:
@@ -210,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                     last = ([ln for ln in lines if "Error" in ln][-1:] or lines[-1:] or [""])[0]
                     problem += (f"{servers[key].label} did not start or answer correctly (last log line: "
                                 f"`{last.strip()[:200]}`). ")
-                    servers.pop(key).stop()
+                    harness.stop(servers.pop(key).proc)
             time.sleep(2.0)
-            idle_rss = {k: rss_mib(s.proc.pid) for k, s in servers.items()}
+            idle_rss = {k: harness.rss_mib(s.proc.pid) for k, s in servers.items()}
             for srv in servers.values():  # warm-up, not measured
                 for name in MODELS:
                     served_load(srv, name, 8, args.warmup, args.cap_s)
@@ -231,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{r['wall']:.2f} s")
         finally:
             for srv in servers.values():
-                srv.stop()
+                harness.stop(srv.proc)
     print(report({k: summarize(v) for k, v in results.items()}, targets, idle_rss, problem, args, load_before))
     return 0
 

@@ -1,19 +1,10 @@
 # Copyright: edgeai.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A custom MLServer runtime serving a .tflite model with the LiteRT interpreter.
+"""A custom MLServer runtime serving a .tflite model with the LiteRT interpreter (one thread).
 
-Used by benchmarks/litert/bench.py only, as the peer of our LiteRT server: the same
-interpreter (``ai_edge_litert.interpreter.Interpreter``, one thread), the same model, so
-the comparison measures the serving stack and nothing else. It runs inside MLServer's
-own venv (.lab/bench-venv), never in the project's.
-
-model-settings.json::
-
-    {"name": "m", "implementation": "mlserver_runtime.LiteRTRuntime",
-     "parameters": {"uri": "./model.tflite"}}
-
-MLServer runs ``predict`` on its event loop (one request at a time per worker process),
-so one interpreter per worker is safe.
+benchmarks/litert/bench.py runs it inside MLServer's own venv (.lab/bench-venv) as the peer of our
+LiteRT server: the same interpreter and model, so that only the serving stack differs. MLServer runs
+``predict`` on its event loop, one request at a time per worker process: one interpreter per worker.
 """
 
 from __future__ import annotations

@@ -9,14 +9,13 @@ container replacement (a prebuilt image, `docker stop/rm/run`) each deploy the n
 request is recorded and split into windows (steady, during, after), as the section it prints says.
 It writes the latency-over-time plot docs/benchmarks/model_update.png and removes its devices.
 
-    .venv/bin/python -m benchmarks.model_update.bench [--workers 3] [--interval-ms 25]
+    .venv/bin/python -m benchmarks.model_update.bench [--workers 3] [--interval-ms 25] [--servers triton,litert]
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import http.client
 import json
 import os
 import shlex
@@ -30,7 +29,7 @@ from typing import Any
 import yaml
 from edgeai_lab import access
 
-from benchmarks.harness import PLOTS, Log, children_cpu, figure, fmt, loadavg, parser, pct, table, workdir
+from benchmarks.harness import PLOTS, Log, children_cpu, figure, fmt, http_load, loadavg, parser, pct, table, workdir
 
 SITE, MODEL, SERVER_PORT = "bench-site", "detector", 8000
 CONTAINER = "edgeai-inference"  # the inference_server role's default container name
@@ -55,7 +54,8 @@ class Device(access.Ssh):
         super().__init__(name, added["port"], added["identity_file"])
         cid = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", added["container"]], capture_output=True,
                              text=True, check=False).stdout.strip()
-        self.cgroup = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage") if cid else None
+        cgroup = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage")
+        self.cgroup = cgroup if cid and cgroup.exists() else None
 
     def sh(self, command: str, **kwargs: Any) -> str:
         return self.run(command, **kwargs).stdout
@@ -105,71 +105,55 @@ def naive_prepare(dev: Device, artifact: Path, tag: str) -> list[str]:
 
 
 class Load:
-    """--workers closed-loop clients, each sending one request every interval_s, until stopped."""
+    """--workers closed-loop clients, each sending one request every --interval-ms, and samples of the
+    CPU time of the machine and of the device, until finish()."""
 
     def __init__(self, port: int, inputs: list[dict[str, Any]], args: Any, cgroup: Path | None, new: int) -> None:
-        self.port, self.workers, self.interval_s, self.cgroup = port, args.workers, args.interval_ms / 1000, cgroup
-        self.body = json.dumps({"inputs": inputs}).encode()
-        self.records: list[list[tuple[float, float, bool, int | None, str]]] = [[] for _ in range(self.workers)]
-        self.stop, self.new_version_seen, self.new_version = threading.Event(), threading.Event(), new
+        self.cgroup, self.new_version, self.args = cgroup, new, args
+        self.stop, self.new_version_seen = threading.Event(), threading.Event()
         self.t0, self.wall0 = time.monotonic(), time.time()  # the same instant on the wall clock, for the server's log
         self.deadline = self.t0 + args.cap_s
         # (time, busy jiffies, all jiffies) of the whole machine, CPU ns of the device outside the server
         self.cpu: list[tuple[float, int, int, int]] = []
-        self.threads = [threading.Thread(target=self._worker, args=(i,), daemon=True) for i in range(self.workers)]
-        self.threads.append(threading.Thread(target=self._cpu_sampler, daemon=True))
+        self.result: dict[str, Any] = {}
+        self.threads = [threading.Thread(target=self._load, args=(port, json.dumps({"inputs": inputs}).encode()),
+                                         daemon=True), threading.Thread(target=self._cpu_sampler, daemon=True)]
         for t in self.threads:
             t.start()
 
-    def _one(self, conn: http.client.HTTPConnection) -> tuple[bool, int | None, str]:
-        conn.request("POST", f"/v2/models/{MODEL}/infer", self.body, {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        raw = resp.read()
-        if resp.status != 200:
-            return False, None, f"HTTP {resp.status}"
+    def _load(self, port: int, body: bytes) -> None:
+        self.result = http_load(port, f"/v2/models/{MODEL}/infer", lambda _k: body, 2**62, self.args.workers,
+                                self.args.cap_s, pace_s=self.args.interval_ms / 1000, stop=self.stop, timeout=10,
+                                check=self._check)
+
+    def _check(self, status: int, raw: bytes, _k: int) -> tuple[bool, int | str]:
+        """A right answer notes the version that gave it (version N answers [N, 2N, 3N, 4N])."""
+        if status != 200:
+            return False, f"HTTP {status}"
         data = [float(x) for x in json.loads(raw)["outputs"][0]["data"]]
         version = round(data[0])
         if data != [float(version * k) for k in (1, 2, 3, 4)]:
-            return False, None, "wrong answer"
-        return True, version, ""
-
-    def _worker(self, i: int) -> None:
-        conn: http.client.HTTPConnection | None = None
-        next_t = self.t0 + i * self.interval_s / self.workers
-        while not self.stop.is_set() and time.monotonic() < self.deadline:
-            time.sleep(max(0.0, next_t - time.monotonic()))
-            t = time.monotonic()
-            next_t = max(next_t + self.interval_s, t)
-            try:
-                conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                ok, version, err = self._one(conn)
-            except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError) as exc:
-                ok, version, err = False, None, type(exc).__name__
-                if conn is not None:
-                    conn.close()
-                conn = None
-            self.records[i].append((t - self.t0, time.monotonic() - t, ok, version, err))
-            if ok and version == self.new_version:
-                self.new_version_seen.set()
-        if conn is not None:
-            conn.close()
+            return False, "wrong answer"
+        if version == self.new_version:
+            self.new_version_seen.set()
+        return True, version
 
     def _cpu_sampler(self) -> None:
         while not self.stop.is_set() and time.monotonic() < self.deadline:
             fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-            try:
-                device_ns = int(self.cgroup.read_text()) if self.cgroup else 0
-            except (OSError, ValueError):
-                device_ns = 0
+            device_ns = int(self.cgroup.read_text()) if self.cgroup else 0
             # busy = all but idle + iowait
             self.cpu.append((time.monotonic() - self.t0, sum(fields) - fields[3] - fields[4], sum(fields), device_ns))
             self.stop.wait(0.5)
 
     def finish(self) -> list[tuple[float, float, bool, int | None, str]]:
+        """Every request: (sent, seconds since the load started; latency; ok; the version; the error)."""
         self.stop.set()
         for t in self.threads:
             t.join(timeout=15)
-        return sorted(r for rs in self.records for r in rs)
+        offset = self.result.get("start", self.t0) - self.t0
+        return sorted((sent + offset, lat, ok, note if ok else None, "" if ok else note)
+                      for _k, sent, lat, ok, note in self.result.get("records", []))
 
 
 def measure(dev: Device, port: int, inputs: list[dict[str, Any]], deploy: Callable[[], tuple[int, str]], old: int,
@@ -439,15 +423,13 @@ def verdicts(label: str, ours: dict[str, Any], naive: dict[str, Any]) -> list[st
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__)
-    ap.add_argument("--workers", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=3, help="client threads")
     ap.add_argument("--interval-ms", type=float, default=25.0, help="each worker sends one request this often")
     ap.add_argument("--before-s", type=float, default=6.0, help="steady load before the deployment starts")
     ap.add_argument("--after-s", type=float, default=5.0, help="load after the 'during' window")
     ap.add_argument("--cap-s", type=float, default=120.0, help="time cap of one measured run")
     ap.add_argument("--plot", type=Path, default=PLOT)
     ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated: triton,litert")
-    ap.add_argument("--records", type=Path, help="also write every request and the server logs here (JSON)")
-    ap.add_argument("--keep-devices", action="store_true", help="leave the devices for a look (remove them by hand)")
     args = ap.parse_args(argv)
     kinds = [k for k in args.servers.split(",") if k]
     status = access.status()
@@ -466,57 +448,50 @@ def main(argv: list[str] | None = None) -> int:
                 spec = SERVERS[kind]
                 log(f"adding {spec['device']} ({spec['profile']}) on {SITE}")
                 added.append(spec["device"])
-                devices[kind] = Device(spec["device"], access.add_device(spec["device"], spec["profile"], SITE,
-                                                                         "--ring", "canary"))
+                added_device = access.add_device(spec["device"], spec["profile"], SITE, "--ring", "canary")
+                devices[kind] = Device(spec["device"], added_device)
             releases = {v: access.demo_release(v, out=work / "release") for v in (1, 2, 3)}
             inventory = write_inventory(work, devices, releases[1])
             env = access.playbook_env(work / "cp")  # SSH masters of our own
 
-            def playbook(name: str, *extra: str, timeout: float = 300) -> tuple[int, str]:
-                proc = access.run_playbook(inventory, f"playbooks/{name}", *extra, env=env, timeout=timeout)
+            def outcome(proc: subprocess.CompletedProcess[str]) -> tuple[int, str]:
                 return proc.returncode, (proc.stdout + proc.stderr)[-3000:]
 
             log("bootstrap.yml to serving v1 (event relay left out: webhook_api_url empty)")
-            rc, tail = playbook("bootstrap.yml", "-e", "webhook_api_url=", timeout=600)
-            if rc != 0:
-                raise RuntimeError(f"bootstrap.yml failed:\n{tail}")
+            access.run_playbook_ok(inventory, "playbooks/bootstrap.yml", "-e", "webhook_api_url=", env=env, timeout=600)
             naive_run = {kind: naive_prepare(devices[kind], work / "release" / f"{MODEL}-{SERVERS[kind]['platform']}"
                                              f"-3.tar.gz", f"edgeai-naive/{kind}-{MODEL}:3") for kind in kinds}
             notes["setup_s"] = time.monotonic() - t_setup
-            for kind in kinds:
-                dev = devices[kind]
+            for kind, dev in devices.items():
+                def ours(dev: Device = dev) -> tuple[int, str]:
+                    return outcome(access.run_playbook(
+                        inventory, "playbooks/deploy_model.yml", "-e", f"@{releases[2]}", "-e",
+                        f"edgeai_targets={dev.name}", "-e", "edgeai_canary_soak_seconds=1", "-e",
+                        f"edgeai_report_dir={work / 'reports'}", env=env, timeout=args.cap_s))
+
+                def naive(dev: Device = dev, cmd: list[str] = naive_run[kind]) -> tuple[int, str]:
+                    return outcome(dev.run(f"docker stop {CONTAINER} && docker rm {CONTAINER} && {shlex.join(cmd)}",
+                                           check=False, timeout=args.cap_s))
+
                 with dev.tunnel(SERVER_PORT) as port:
-                    log(f"{kind}: ours, v1 -> v2")
-                    run = runs[(kind, "ours")] = measure(dev, port, SERVERS[kind]["inputs"], lambda dev=dev: playbook(
-                        "deploy_model.yml", "-e", f"@{releases[2]}", "-e", f"edgeai_targets={dev.name}", "-e",
-                        "edgeai_canary_soak_seconds=1", "-e", f"edgeai_report_dir={work / 'reports'}",
-                        timeout=args.cap_s), 1, 2, args)
-                    log(f"{kind}: ours: deploy_model.yml exited {run['rc']}" + ("" if run["rc"] == 0 else
-                                                                                  f"\n{run['output']}"))
-                    run["events"] = server_log(dev, run["wall0"] + run["t_deploy"])  # the naive way removes it
-
-                    def naive(dev: Device = dev, cmd: list[str] = naive_run[kind]) -> tuple[int, str]:
-                        proc = dev.run(f"docker stop {CONTAINER} && docker rm {CONTAINER} && {shlex.join(cmd)}",
-                                       check=False, timeout=args.cap_s)
-                        return proc.returncode, proc.stdout + proc.stderr
-
-                    log(f"{kind}: naive, v2 -> v3: {shlex.join(naive_run[kind])}")
-                    run = runs[(kind, "naive")] = measure(dev, port, SERVERS[kind]["inputs"], naive, 2, 3, args)
-                    log(f"{kind}: naive: the commands exited {run['rc']}" + ("" if run["rc"] == 0 else
-                                                                             f"\n{run['output']}"))
+                    for method, deploy, old, new in (("ours", ours, 1, 2), ("naive", naive, 2, 3)):
+                        log(f"{kind}: {method}, v{old} -> v{new}"
+                            + (f": {shlex.join(naive_run[kind])}" if method == "naive" else ""))
+                        run = runs[(kind, method)] = measure(dev, port, SERVERS[kind]["inputs"], deploy, old, new,
+                                                             args)
+                        log(f"{kind}: {method}: the deployment exited {run['rc']}"
+                            + ("" if run["rc"] == 0 else f"\n{run['output']}"))
+                        if method == "ours":  # the server's log, before the naive way removes its container
+                            run["events"] = server_log(dev, run["wall0"] + run["t_deploy"])
             notes.update(load_after=loadavg(), total_s=time.monotonic() - t_setup)
-            if args.records:
-                args.records.write_text(json.dumps({f"{k}/{m}": {**r, "output": r["output"][-3000:]}
-                                                    for (k, m), r in runs.items()}))
             sums = {key: summarize(run) for key, run in runs.items()}
             notes["plot"] = figure(log, args.plot, "latency over time during the swaps",
                                    lambda plt: draw(plt, runs, sums))
             print(report(sums, args, notes))
             return 0
         finally:
-            if not args.keep_devices:
-                log(f"removing {', '.join(added)}")
-                access.remove_devices(added, log)
+            log(f"removing {', '.join(added)}")
+            access.remove_devices(added, log)
 
 
 if __name__ == "__main__":

@@ -15,16 +15,15 @@ import http.client
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from webhook_receiver.testing import ReceiverProcess, free_port, stop_process, wait_for_port, write_secret
+from webhook_receiver.testing import ReceiverProcess, free_port, wait_for_port, write_secret
 
-from benchmarks import ROOT
+from benchmarks import harness
 from benchmarks.harness import Log, http_load, loadavg, parser, pct, rss_mib, table, workdir
 
 SECRET, TOKEN = "bench-hmac-secret", "bench-api-token"
@@ -43,11 +42,8 @@ class Relay:
                   "listen_host": "127.0.0.1", "listen_port": self.port, "queue_path": str(work / "queue" / "queue.db"),
                   "status_interval_s": 0}  # no inference server here: no status reports
         (work / "relay.json").write_text(json.dumps(config))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEAI_RELAY_")}
-        env["PYTHONPATH"] = str(ROOT / "images" / "event-relay" / "src")
-        with (work / "relay.log").open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "event_relay", "--config", str(work / "relay.json")],
-                                         cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.proc = harness.spawn([sys.executable, "-m", "event_relay", "--config", str(work / "relay.json")],
+                                  work / "relay.log", harness.image_env("event-relay", "EDGEAI_RELAY_"), work)
         wait_for_port(self.port, timeout=20, proc=self.proc)
 
     def metrics(self) -> dict[str, float]:
@@ -70,6 +66,10 @@ class Relay:
     def wait_drained(self, cap_s: float) -> float | None:
         return self.wait(lambda m: m["edgeai_relay_queued"] == 0, cap_s)
 
+    def wait_delivery(self, after: float, cap_s: float) -> float | None:
+        """When the relay first delivered more than `after` events in all."""
+        return self.wait(lambda m: m["edgeai_relay_delivered_total"] > after, cap_s)
+
     def delivered(self) -> float:
         return self.metrics()["edgeai_relay_delivered_total"]
 
@@ -78,10 +78,10 @@ def post(relay: Relay, prefix: str, count: int, args: Any, rate: float | None = 
     def body(k: int) -> bytes:
         return json.dumps({"type": "bench.event", "id": f"{prefix}-{k:07d}", "data": {"k": k}}).encode()
 
-    def accept(status: int, raw: bytes, k: int) -> bool:
-        return status == 202 and json.loads(raw or b"{}").get("id") == f"{prefix}-{k:07d}"
+    def check(status: int, raw: bytes, k: int) -> tuple[bool, int]:
+        return status == 202 and json.loads(raw or b"{}").get("id") == f"{prefix}-{k:07d}", status
 
-    r = http_load(relay.port, "/v1/events", body, count, args.threads, args.post_cap_s, rate=rate, accept=accept,
+    r = http_load(relay.port, "/v1/events", body, count, args.threads, args.post_cap_s, rate=rate, check=check,
                   headers={"Authorization": f"Bearer {LOCAL_TOKEN}"})
     r["acked"] = [f"{prefix}-{k:07d}" for k in r["ok"]]
     return r
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             depth_at_restart, delivered_before = relay.metrics()["edgeai_relay_queued"], relay.delivered()
             receiver.start()
             restarted_at = time.monotonic()
-            first_after = relay.wait(lambda m: m["edgeai_relay_delivered_total"] > delivered_before, args.drain_cap_s)
+            first_after = relay.wait_delivery(delivered_before, args.drain_cap_s)
             poster.join()
             drained_b = relay.wait_drained(args.drain_cap_s)
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             c = post(relay, "bench-c", args.backlog, args)
             depth_c, d0 = relay.metrics()["edgeai_relay_queued"], relay.delivered()
             receiver.start()
-            first_c = relay.wait(lambda m: m["edgeai_relay_delivered_total"] > d0, args.drain_cap_s)
+            first_c = relay.wait_delivery(d0, args.drain_cap_s)
             d1 = relay.delivered()
             drained_c = relay.wait_drained(args.drain_cap_s)
             drain_rate = (relay.delivered() - d1) / (drained_c - first_c) if first_c and drained_c and \
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             busy_rss = rss_mib(relay.proc.pid)
         finally:
             if relay is not None:
-                stop_process(relay.proc, grace=20)
+                harness.stop(relay.proc, grace=20)
             receiver.stop()
     print(report(args, a, b, c, locals()))
     return 0

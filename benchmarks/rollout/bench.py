@@ -3,40 +3,17 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Rollout time on lab devices: a model update and a converged re-run of deploy_model.yml, against the previous design.
 
-The bench adds its own devices to the running lab (`lab device add --no-inventory`, sites
-rb-north/-south/-east/-west, Jetson and Coral profiles mixed), writes a device_registry inventory
-for exactly them and, outside the timed part, bootstraps them and installs the demo model
-(scripts/demo-release). At each fleet size (--devices, e.g. 8 then 24: the devices are added to
-the ones there), side by side and alternating which goes first:
-
-- new: this checkout's playbooks/deploy_model.yml (the action edgeai.fleet.rollout);
-- old: the collection as of commit a19d6cd (`git archive` into a temporary
-  ansible_collections/edgeai/fleet, the repository's ansible.cfg with collections_path pointing
-  there, its inventory config without the newer allow_ansible_vars option).
-
-1. Update, version k -> k+1, the playbook's defaults and a --soak-s canary soak (profile_tasks on).
-   Controller overhead = wall - soak - sum over waves of (the wave's slowest transfer (stage_s) +
-   the load and smoke test of its slowest device (load_time_s, smoke_latency_ms)), from the report's
-   rows; soak: the rows' soak_s (new) or the soak task's time (old). Goal: under 35% of wall - soak,
-   and under 0.6 controller CPU-seconds per device.
-2. Converged re-run (every device `unchanged`), --repeat times per design, each with cold SSH
-   connections (a fresh ControlPath directory), then once with warm ones. Goals at the largest size:
-   under 0.15 controller CPU-seconds and under 0.3 s of wall per device.
-
-Controller CPU = user + system seconds of ansible-playbook and everything under it (workers, ssh
-clients) and of its SSH ControlPersist masters: the bench is their child subreaper, and reaps them
-when it closes them (getrusage(RUSAGE_CHILDREN)); masters a run finds open are read from /proc.
---profile: one more re-run of this design at the largest size with every ansible-playbook process
-under cProfile (CPU time; profile_hook/sitecustomize.py), to say where the CPU goes.
-
-N is capped by what the machine holds: root's inotify instances (fs.inotify.max_user_instances;
-scripts/host-setup raises it), memory and disk as measured on the first 4 devices. Runs past
---budget-s are skipped (the first size's measurements always run). Every device the bench added is
-removed at the end.
+The bench adds its own devices to the running lab (`lab device add --no-inventory`, sites rb-*, Jetson
+and Coral mixed), bootstraps them outside the timed part, and at each fleet size (--devices) runs,
+alternating which goes first, this checkout's playbooks/deploy_model.yml ("new") and the collection as
+of commit a19d6cd ("old", from `git archive`): an update k -> k+1 with a --soak-s canary soak, then
+--repeat converged re-runs with cold SSH connections and one with warm ones. Controller CPU counts
+ansible-playbook, everything under it and its SSH masters (the bench is their child subreaper).
+--profile adds a re-run under cProfile (profile_hook/sitecustomize.py). N is capped by what the machine
+holds (inotify instances, memory, disk, measured on the first 4 devices); runs past --budget-s are
+skipped. The section it prints says the rest. Every device it added is removed at the end.
 
     .venv/bin/python -m benchmarks.rollout.bench [--devices 8,24] [--soak-s 5] [--repeat 2] [--budget-s 1800]
-
-Prints a Markdown section on stdout (benchmarks/run.py collects it into docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -56,23 +33,8 @@ from typing import Any
 
 from edgeai_lab import access
 
-from benchmarks import ROOT
-from benchmarks.harness import (
-    T0,
-    Log,
-    children_cpu,
-    cpu_s,
-    fit_line,
-    goal,
-    inotify_instances,
-    loadavg,
-    mean,
-    meminfo,
-    mib,
-    parser,
-    table,
-    workdir,
-)
+from benchmarks import ROOT, harness
+from benchmarks.harness import PROFILE_TASKS, T0, Log, children_cpu, cpu_s, goal, mean, mib, parser, ratio, table
 
 OLD_COMMIT = "a19d6cd"
 SITES = ("rb-north", "rb-south", "rb-east", "rb-west")
@@ -82,7 +44,6 @@ PLATFORM = {p: "coral" if p.startswith("coral") else "jetson" for p in PROFILES}
 NAME = re.compile(r"^rb-(north|south|east|west)-b\d\d$")
 PILOT = len(SITES)
 MEM_RESERVE_SHARE, DISK_RESERVE, INOTIFY_RESERVE = 0.25, 20 * 2**30, 16
-CGROUP_MEM = Path("/sys/fs/cgroup/memory/docker")
 DOCKER_ROOT = "/var/lib/docker" if Path("/var/lib/docker").exists() else "/"
 GOALS = {"overhead": 0.35, "update_cpu": 0.6, "noop_cpu": 0.15, "noop_wall": 0.3}
 log = Log("rollout")
@@ -158,16 +119,13 @@ class Bench:
         args = ["-e", f"@{release}", "-e", f"edgeai_report_dir={report_dir}",
                 "-e", f"edgeai_canary_soak_seconds={self.args.soak_s}", *extra]
         cpu0, open0, t = children_cpu(), cpu_s(masters()), time.perf_counter()
-        proc = access.run_playbook(self.inventories[design.label], design.playbook, *args, timeout=1800,
-                                   env=access.playbook_env(control, ANSIBLE_CONFIG=str(design.cfg),
-                                                           **design.env_extra, **env))
+        proc = access.run_playbook_ok(self.inventories[design.label], design.playbook, *args, timeout=1800,
+                                      env=access.playbook_env(control, ANSIBLE_CONFIG=str(design.cfg),
+                                                              **design.env_extra, **env))
         wall = time.perf_counter() - t
         if fresh:
             close_masters(control)
         cpu = children_cpu() - cpu0 + cpu_s(masters()) - open0
-        if proc.returncode != 0:
-            raise RuntimeError(f"{design.label} {tag} failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                               f"{proc.stderr[-2000:]}")
         return {"wall": wall, "cpu": cpu, "report": access.read_report(report_dir), "stdout": proc.stdout,
                 "control": control}
 
@@ -189,19 +147,8 @@ class Bench:
         control = Path(tempfile.mkdtemp(prefix="cp-", dir=self.work))
         # the event relay left out: the bench then does not depend on the lab's relay image matching
         # the checkout; both designs' event posts are refused at once instead of taken
-        proc = access.run_playbook(inventory, "playbooks/bootstrap.yml", "-e", "webhook_api_url=",
-                                   env=access.playbook_env(control), timeout=1800)
-        if proc.returncode != 0:
-            raise RuntimeError(f"bootstrap failed:\n{proc.stdout[-4000:]}")
-
-    def setup(self, size: int) -> int:
-        """Add and bootstrap `size` devices, fewer when the machine holds fewer; returns how many."""
-        start, self.fleet = time.perf_counter(), plan(size)
-        names = list(self.fleet)
-        self.pilot(names[:PILOT], names[PILOT:])
-        self.facts.update(setup_s=time.perf_counter() - start, devices=len(self.fleet))
-        log(f"{len(self.fleet)} devices bootstrapped after {self.facts['setup_s']:.0f} s")
-        return len(self.fleet)
+        access.run_playbook_ok(inventory, "playbooks/bootstrap.yml", "-e", "webhook_api_url=",
+                               env=access.playbook_env(control), timeout=1800)
 
     def align(self, size: int) -> None:
         """Inventories of the first `size` devices, every one of them serving the current version."""
@@ -214,17 +161,20 @@ class Bench:
         close_masters()
         self.facts.setdefault("align_s", {})[size] = time.perf_counter() - start
 
-    def pilot(self, pilot: list[str], rest: list[str]) -> None:
-        """The first devices: what one device holds caps how many the machine takes."""
-        held, limit = inotify_instances()
+    def setup(self, size: int) -> int:
+        """Add and bootstrap `size` devices, fewer when the machine holds fewer (what each of the first
+        PILOT devices holds caps how many it takes); returns how many."""
+        start, self.fleet = time.perf_counter(), plan(size)
+        pilot, rest = list(self.fleet)[:PILOT], list(self.fleet)[PILOT:]
+        held, limit = access.inotify_instances()
         free = limit - sum(held.values()) - INOTIFY_RESERVE
-        if free < PILOT * 7:
+        if free < PILOT * access.INOTIFY_PER_DEVICE:
             raise RuntimeError(f"only {free + INOTIFY_RESERVE} of {limit} inotify instances are free "
                                "(fs.inotify.max_user_instances): raise the limit (scripts/host-setup)")
-        mem0, disk0 = meminfo(), shutil.disk_usage(DOCKER_ROOT).free
+        mem0, disk0 = harness.meminfo(), shutil.disk_usage(DOCKER_ROOT).free
         self.add(pilot)
-        bare = {n: memory(n) for n in pilot}
-        per = max(inotify_instances()[0].get(f"edgeai-lab-{n}", 0) for n in pilot)
+        bare = {n: access.device_memory(n) for n in pilot}
+        per = max(access.inotify_instances()[0].get(f"edgeai-lab-{n}", 0) for n in pilot)
         rest = rest[:max(0, int(free // per) - PILOT) // 4 * 4]
         for name in [n for n in self.fleet if n not in pilot + rest]:
             del self.fleet[name]
@@ -232,8 +182,8 @@ class Bench:
             booting = pool.submit(self.bootstrap, pilot)
             self.add(rest)
             booting.result()
-        served = {n: memory(n) for n in pilot}
-        disk_per = mean(disk(n) for n in pilot)
+        served = {n: access.device_memory(n) for n in pilot}
+        disk_per = mean(access.device_disk(n) for n in pilot)
         ws_per = max(m["ws"] for m in served.values())
         reserve = MEM_RESERVE_SHARE * mem0["MemTotal"]
         caps = {"inotify": int(free // per), "memory": int((mem0["MemAvailable"] - reserve) // ws_per),
@@ -248,6 +198,9 @@ class Bench:
         self.added = [n for n in self.added if n in self.fleet]
         if rest:
             self.bootstrap(rest)
+        self.facts.update(setup_s=time.perf_counter() - start, devices=len(self.fleet))
+        log(f"{len(self.fleet)} devices bootstrapped after {self.facts['setup_s']:.0f} s")
+        return len(self.fleet)
 
     # -- timed ---------------------------------------------------------------------------------------
     def measure(self, size: int, step: int) -> dict[str, Any]:
@@ -255,15 +208,14 @@ class Bench:
         out: dict[str, Any] = {"n": size, "order": [d.label for d in order]}
         for design in order:
             self.version += 1
-            run = self.playbook(design, self.version, f"update-{size}", ANSIBLE_CALLBACKS_ENABLED=
-                                "ansible.posix.profile_tasks", PROFILE_TASKS_TASK_OUTPUT_LIMIT="all")
+            run = self.playbook(design, self.version, f"update-{size}", **PROFILE_TASKS)
             results = {(r["result"], r["before"], r["after"]) for r in run["report"]["devices"]}
             if results != {("updated", self.version - 1, self.version)} or len(run["report"]["devices"]) != size:
                 raise RuntimeError(f"{design.label}: the update did not update every device: {results}")
             out[f"update_{design.label}"] = split_update(run, design.old)
             log(f"{size} devices, {design.label} update: {run['wall']:.1f} s, CPU {run['cpu']:.1f} s")
         if "mem_model" not in self.facts:
-            self.facts["mem_model"] = {n: memory(n) for n in list(self.fleet)[:PILOT]}
+            self.facts["mem_model"] = {n: access.device_memory(n) for n in list(self.fleet)[:PILOT]}
         for i in range(self.args.repeat):
             for design in order if i % 2 == 0 else order[::-1]:
                 self.noop(out, design, f"noop-{size}-{i}", "cold")
@@ -317,11 +269,7 @@ def split_update(run: dict[str, Any], old: bool) -> dict[str, Any]:
     if old:  # the old design soaked in a task of its own
         found = re.search(r"Watch the canary for the soak period -+ ([0-9.]+)s", run["stdout"])
         soak = float(found.group(1)) if found else 0.0
-    recap = run["stdout"][run["stdout"].rfind("TASKS RECAP"):]
-    tasks: dict[str, float] = {}
-    for name, seconds in re.findall(r"^(.+?) -+ ([0-9.]+)s$", recap, re.M):
-        name = name.strip().split(" : ", 1)[-1]
-        tasks[name] = tasks.get(name, 0.0) + float(seconds)
+    tasks = harness.task_times(run["stdout"])
     overhead = run["wall"] - soak - transfer - load - smoke
     return {"wall": run["wall"], "cpu": run["cpu"], "soak": soak, "transfer": transfer, "load": load,
             "smoke": smoke, "overhead": overhead, "waves": len(report["waves"]),
@@ -343,27 +291,6 @@ def top_code(paths: list[Path], count: int = 8) -> list[tuple[str, float]]:
     return sorted(areas.items(), key=lambda kv: -kv[1])[:count]
 
 
-def memory(name: str) -> dict[str, int]:
-    """Working set and RSS (cgroup v1) of a device's container and the containers of its own engine."""
-    def one(cid: str) -> tuple[int, int]:
-        stat = dict(line.split() for line in (CGROUP_MEM / cid / "memory.stat").read_text().splitlines())
-        usage = int((CGROUP_MEM / cid / "memory.usage_in_bytes").read_text())
-        return usage - int(stat["total_inactive_file"]), int(stat["total_rss"])
-
-    container = f"edgeai-lab-{name}"
-    ids = [subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True, text=True,
-                          check=True).stdout.strip()]
-    ids += subprocess.run(["docker", "exec", container, "docker", "ps", "-q", "--no-trunc"], capture_output=True,
-                          text=True, check=False).stdout.split()
-    pairs = [one(c) for c in ids if (CGROUP_MEM / c).exists()]
-    return {"ws": sum(p[0] for p in pairs), "rss": sum(p[1] for p in pairs)}
-
-
-def disk(name: str) -> int:
-    return int(subprocess.run(["docker", "exec", f"edgeai-lab-{name}", "du", "-sx", "--block-size=1",
-                               "/var/lib/docker"], capture_output=True, text=True, check=True).stdout.split()[0])
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__)
     for flag, kind, default, text in (
@@ -383,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"removing devices left by an earlier run: {leftovers}")
         access.remove_devices(leftovers, log)
     results: list[dict[str, Any]] = []
-    with workdir("rollout") as work:
+    with harness.workdir("rollout") as work:
         bench = Bench(args, work)
         try:
             largest = bench.setup(sizes[-1])
@@ -413,10 +340,6 @@ def best(runs: list[tuple[float, float]] | None) -> tuple[float, float] | None:
     return min(runs, key=lambda r: r[0]) if runs else None
 
 
-def ratio(new: float | None, old: float | None) -> str:
-    return f"{new / old:.2f}x" if new and old else ""
-
-
 def markdown(results: list[dict[str, Any]], facts: dict[str, Any], args: Any) -> str:
     sizes = [r["n"] for r in results]
     fleet = plan(sizes[-1])
@@ -441,7 +364,7 @@ def markdown(results: list[dict[str, Any]], facts: dict[str, Any], args: Any) ->
         "playbook and plugins, the same ansible.cfg and devices). The two alternate on the same devices: "
         + "; ".join(f"{r['n']} devices: " + " first, then ".join(r["order"]) for r in results) + ". Controller CPU "
         "(user + system) covers ansible-playbook, its workers, ssh clients and SSH masters; it is what the other "
-        f"work on these {os.cpu_count()} shared cores does not inflate (load average at the end {loadavg()}).",
+        f"work on these {os.cpu_count()} shared cores does not inflate (load average at the end {harness.loadavg()}).",
         "",
         f"Setup, not timed: {facts['devices']} devices added and bootstrapped in {facts['setup_s']:.0f} s (those "
         "beyond the size being measured stay idle), then before each size's runs its devices brought to the current "
@@ -523,9 +446,9 @@ def extrapolate(results: list[dict[str, Any]]) -> str:
     lines = []
     for label in ("new", "old"):
         noop = [(r["n"], best(r[f"noop_{label}_cold"])) for r in results]
-        a_cpu, b_cpu = fit_line([(n, c) for n, (_w, c) in noop])
-        a_wall, b_wall = fit_line([(n, w) for n, (w, _c) in noop])
-        a_up, b_up = fit_line([(r["n"], r[f"update_{label}"]["cpu"]) for r in results])
+        a_cpu, b_cpu = harness.fit_line([(n, c) for n, (_w, c) in noop])
+        a_wall, b_wall = harness.fit_line([(n, w) for n, (w, _c) in noop])
+        a_up, b_up = harness.fit_line([(r["n"], r[f"update_{label}"]["cpu"]) for r in results])
         cpu, wall = a_cpu + 1000 * b_cpu, a_wall + 1000 * b_wall
         lines.append(
             f"- **{label}**: a converged re-run costs {a_cpu:.1f} + {b_cpu:.3f} x N controller CPU-seconds (wall "

@@ -15,6 +15,7 @@ removes its devices, images and files.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ from typing import Any
 
 from edgeai_lab import access
 
-from benchmarks.harness import PLOTS, Log, figure, inotify_instances, loadavg, parser, table, workdir
+from benchmarks.harness import PLOTS, PROFILE_TASKS, Log, figure, loadavg, parser, ratio, table, task_times, workdir
 
 HERE = Path(__file__).resolve().parent
 SITES = ["bw-north", "bw-south", "bw-east"]
@@ -38,7 +39,6 @@ PROFILE = "coral-usb"  # nothing from a vendor repository is installed: the chea
 PASSES = {"direct": "without cache", "cache": "with cache"}
 OBJECTS = {"image": "registry", "artifact": "artifacts"}  # object -> the service that serves it
 MB = 1e6
-INOTIFY_PER_DEVICE = 7  # root's inotify instances a running lab device holds (its systemd, logind, containerd)
 FETCH_TASKS = ("Pull the server image", "Stage the version on the device")  # the tasks that move the bytes
 log = Log("site_bandwidth")
 
@@ -88,20 +88,12 @@ def write_inventories(work: Path, status: dict[str, Any], fleet: dict[str, list[
 
 
 def ansible(work: Path, inventory: str, playbook: str, *extra: str) -> tuple[float, dict[str, float]]:
-    """Run benchmarks/site_bandwidth/<playbook>; its seconds and the seconds per task (profile_tasks).
-    Raises with the output's tail when it fails."""
+    """Run benchmarks/site_bandwidth/<playbook>; its seconds and the seconds per task (profile_tasks)."""
     t = time.monotonic()
     # SSH masters of our own: after the devices go, their ports may be given to someone else's
-    env = access.playbook_env(work / "cp", ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks",
-                              PROFILE_TASKS_TASK_OUTPUT_LIMIT="all")
-    proc = access.run_playbook(work / "inventory" / inventory, HERE / playbook, *extra, env=env, timeout=300)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{playbook} on {inventory} exited {proc.returncode}:\n{proc.stdout[-6000:]}"
-                           f"{proc.stderr[-2000:]}")
-    tasks: dict[str, float] = {}
-    for name, took in re.findall(r"^(\S.*?) -{3,} (\d+\.\d+)s$", proc.stdout, re.MULTILINE):
-        tasks[name.split(" : ", 1)[-1]] = tasks.get(name.split(" : ", 1)[-1], 0.0) + float(took)
-    return time.monotonic() - t, tasks
+    env = access.playbook_env(work / "cp", **PROFILE_TASKS)
+    proc = access.run_playbook_ok(work / "inventory" / inventory, HERE / playbook, *extra, env=env, timeout=300)
+    return time.monotonic() - t, task_times(proc.stdout)
 
 
 class Centre:
@@ -199,14 +191,11 @@ def count(counters: dict[str, int], key: str, written: int, gets: bool) -> None:
 def read_json_lines(path: Path, offset: int) -> list[dict[str, Any]]:
     with path.open("rb") as fh:
         fh.seek(offset)
-        text = fh.read().decode(errors="replace")
+        lines = fh.read().decode(errors="replace").splitlines()
     out = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a line still being written
+    for line in (line for line in lines if line.startswith("{")):
+        with contextlib.suppress(ValueError):  # the last line may still be being written
+            out.append(json.loads(line))
     return out
 
 
@@ -239,10 +228,6 @@ def run_pass(work: Path, centre: Centre, sources: dict[str, str], name: str, arg
 
 def mb(n: float) -> str:
     return f"{n / MB:,.2f} MB"
-
-
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "n/a"
 
 
 def draw(plt: Any, result: dict[str, dict[str, Any]], per_site: int) -> Any:
@@ -309,8 +294,8 @@ def report(result: dict[str, dict[str, Any]], per_site: int, notes: dict[str, An
         c = {p: {k: f"{v[p] / size[p]:.2f}" for k, v in (("served", served), ("link", link))} for p in PASSES}
         return (label, f"{'**both**' if obj == 'both' else obj} ({each})",
                 f"{mb(served['direct'])} ({c['direct']['served']})", f"{mb(served['cache'])} ({c['cache']['served']})",
-                f"**{ratio(served['direct'], served['cache'])}**", f"{mb(link['direct'])} / {mb(link['cache'])} "
-                f"({c['direct']['link']} / {c['cache']['link']})")
+                f"**{ratio(served['direct'], served['cache'], 'n/a')}**",
+                f"{mb(link['direct'])} / {mb(link['cache'])} ({c['direct']['link']} / {c['cache']['link']})")
 
     rows = [row((f"`{site}` ({per_site} devices)" if group == [site] else f"all {len(SITES)} sites")
                 if obj == "image" else "", group, obj)
@@ -343,8 +328,8 @@ def report(result: dict[str, dict[str, Any]], per_site: int, notes: dict[str, An
     if worst <= 1.0 + 1e-9 and least >= 1.0 - 1e-9:
         verdict = (f"**met**: with the cache the centre sent each site exactly one copy of the image and of the "
                    f"artifact ({worst:.2f} copies for every site and object, from its logs), against {per_site} (one "
-                   f"per device) without it; without / with = {ratio(total['direct'], total['cache'])} for the whole "
-                   f"fleet. Everything that crossed the 3 links with the cache was "
+                   f"per device) without it; without / with = {ratio(total['direct'], total['cache'], 'n/a')} for the "
+                   f"whole fleet. Everything that crossed the 3 links with the cache was "
                    f"{link_cache / (len(SITES) * (cache['image_size'] + cache['artifact_size'])):.3f} copies: the "
                    "rest is TLS, HTTP headers, manifests and the devices' login probes, not object bytes.")
     elif worst > 1.0:
@@ -374,11 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     everyone = [d for names in fleet.values() for d in names]
     # Without enough, the devices' systemd does not boot and each `lab device add` holds the lab's lock
     # for its whole readiness timeout: say so now instead.
-    held, limit = inotify_instances()
-    if limit - sum(held.values()) < INOTIFY_PER_DEVICE * len(everyone):
+    held, limit = access.inotify_instances()
+    if limit - sum(held.values()) < access.INOTIFY_PER_DEVICE * len(everyone):
         log(f"root holds {sum(held.values())} of its {limit} inotify instances (fs.inotify.max_user_instances): not "
-            f"enough for {len(everyone)} more devices (about {INOTIFY_PER_DEVICE} each). Run when fewer lab devices "
-            "are up, or raise the limit (scripts/host-setup).")
+            f"enough for {len(everyone)} more devices (about {access.INOTIFY_PER_DEVICE} each). Run when fewer lab "
+            "devices are up, or raise the limit (scripts/host-setup).")
         return 1
     with workdir("bw") as work:
         centre = Centre(status, work)

@@ -192,6 +192,16 @@ def run_playbook(inventory: str | Path, playbook: str | Path, *args: str, env: d
                           env=env or playbook_env(), capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def run_playbook_ok(inventory: str | Path, playbook: str | Path, *args: str, env: dict[str, str] | None = None,
+                    timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    """run_playbook; LabAccessError with the end of its output when it fails."""
+    proc = run_playbook(inventory, playbook, *args, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        raise LabAccessError(f"{Path(playbook).name} on {Path(inventory).name} exited {proc.returncode}:\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
+    return proc
+
+
 def read_report(directory: Path) -> dict[str, Any]:
     """The one run report (*.json) a deploy_model.yml or rollback.yml run wrote into directory."""
     reports = sorted(Path(directory).glob("*.json"))
@@ -228,3 +238,52 @@ def demo_release(version: int, failing_groups: tuple[str, ...] = (), *, https: b
     planted = release_file.with_name(f"release-{version}-failing.yml")
     planted.write_text(yaml.safe_dump(release))
     return planted
+
+
+# -- what lab devices hold on this machine -------------------------------------------------------
+INOTIFY_PER_DEVICE = 7  # root's inotify instances a running lab device holds (its systemd, logind, containerd)
+CGROUP_MEM = Path("/sys/fs/cgroup/memory/docker")
+
+
+def inotify_instances() -> tuple[dict[str, int], int]:
+    """Root's inotify instances open now by container name ("" for the rest), and root's limit
+    (fs.inotify.max_user_instances). Containers without a user namespace share root's limit, and
+    every lab device's systemd, logind and containerd hold some: a device that finds none left
+    never boots (systemd: "Failed to create inotify object: Too many open files")."""
+    names = dict(line.split() for line in subprocess.run(
+        ["docker", "ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}"], capture_output=True, text=True,
+        check=True).stdout.splitlines() if line)
+    out: dict[str, int] = {}
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) != "anon_inode:inotify" or fd.parents[1].stat().st_uid != 0:
+                continue
+            cgroup = next(line for line in Path(fd.parents[1], "cgroup").read_text().splitlines() if ":memory:" in line)
+        except (OSError, StopIteration):
+            continue
+        parts = cgroup.split(":", 2)[2].split("/")
+        key = names.get(parts[2], "") if len(parts) > 2 and parts[1] == "docker" else ""
+        out[key] = out.get(key, 0) + 1
+    return out, int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
+
+
+def device_memory(name: str) -> dict[str, int]:
+    """Working set ("ws") and RSS (cgroup v1) of a lab device's container and the containers of its own engine."""
+    def one(cid: str) -> tuple[int, int]:
+        stat = dict(line.split() for line in (CGROUP_MEM / cid / "memory.stat").read_text().splitlines())
+        usage = int((CGROUP_MEM / cid / "memory.usage_in_bytes").read_text())
+        return usage - int(stat["total_inactive_file"]), int(stat["total_rss"])
+
+    container = f"edgeai-lab-{name}"
+    ids = [subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True, text=True,
+                          check=True).stdout.strip()]
+    ids += subprocess.run(["docker", "exec", container, "docker", "ps", "-q", "--no-trunc"], capture_output=True,
+                          text=True, check=False).stdout.split()
+    pairs = [one(c) for c in ids if (CGROUP_MEM / c).exists()]
+    return {"ws": sum(p[0] for p in pairs), "rss": sum(p[1] for p in pairs)}
+
+
+def device_disk(name: str) -> int:
+    """Bytes under the lab device's /var/lib/docker (its engine's images and containers)."""
+    return int(subprocess.run(["docker", "exec", f"edgeai-lab-{name}", "du", "-sx", "--block-size=1",
+                               "/var/lib/docker"], capture_output=True, text=True, check=True).stdout.split()[0])
