@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import datetime
-import os
 import re
 import shutil
 import socket
@@ -28,6 +27,7 @@ import pytest
 import yaml
 from bindep.depends import Depends
 from dateutil.rrule import rrulestr
+from edgeai_lab import loopback
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,10 +91,8 @@ def walk_strings(value):
 
 
 def ansible_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONTROLLER_", "TOWER_", "ANSIBLE_"))}
-    env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-    env.update(extra)
-    return env
+    """No ANSIBLE_*, CONTROLLER_* or TOWER_* setting of the caller's (an AWX login) leaks in."""
+    return loopback.ansible_env("CONTROLLER_", "TOWER_", **extra)
 
 
 # --- the play ------------------------------------------------------------------------------
@@ -419,11 +417,7 @@ def test_collection_meta_points_at_the_ee_files():
 
 @pytest.fixture(scope="module")
 def collection_tarball(tmp_path_factory):
-    out = tmp_path_factory.mktemp("collection")
-    subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", str(out), str(REPO)],
-                   check=True, capture_output=True, text=True, cwd=REPO, env=ansible_env())
-    (tarball,) = out.glob("edgeai-fleet-*.tar.gz")
-    return tarball
+    return loopback.build_collection(tmp_path_factory.mktemp("collection"))
 
 
 def test_built_collection_carries_its_ee_metadata(collection_tarball):

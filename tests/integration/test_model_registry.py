@@ -10,64 +10,33 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
-import subprocess
 import tarfile
-import time
 
 import pytest
 import requests
 import trustme
-from test_model_serving import free_port, run_module
+from edgeai_lab import loopback
+from test_model_serving import run_module
 
-REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 USER, PASSWORD = "fleet", "registry-test-pw"
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    if not shutil.which("docker-registry") or not shutil.which("htpasswd"):
-        pytest.fail("needs Debian's docker-registry and apache2-utils (htpasswd), as the lab does")
     work = tmp_path_factory.mktemp("registry")
     ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_pem.write_to_path(str(work / "key.pem"))
-    cert.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
     ca.cert_pem.write_to_path(str(work / "ca.pem"))
-    htpasswd = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, text=True, check=True)
-    (work / "htpasswd").write_text(htpasswd.stdout)
-    port = free_port()
-    (work / "config.yml").write_text(json.dumps({
-        "version": 0.1,
-        "log": {"level": "error"},
-        "storage": {"filesystem": {"rootdirectory": str(work / "data")}},
-        "http": {"addr": f"127.0.0.1:{port}",
-                 "tls": {"certificate": str(work / "cert.pem"), "key": str(work / "key.pem")}},
-        "auth": {"htpasswd": {"realm": "edgeai-test", "path": str(work / "htpasswd")}},
-    }))
-    log = open(work / "registry.log", "w")
-    proc = subprocess.Popen([REGISTRY, "serve", str(work / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
-    base = f"https://127.0.0.1:{port}"
     session = requests.Session()
     session.trust_env = False  # REQUESTS_CA_BUNDLE in the environment would override verify
     session.verify = str(work / "ca.pem")
     session.auth = (USER, PASSWORD)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if session.get(base + "/v2/", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise AssertionError("registry did not start: " + (work / "registry.log").read_text()[-2000:])
-            time.sleep(0.2)
-        yield {"base": base, "host": f"127.0.0.1:{port}", "session": session, "ca": str(work / "ca.pem")}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+        with loopback.registry(work, ca.issue_cert("127.0.0.1"), str(work / "ca.pem"), USER, PASSWORD) as served:
+            assert session.get(f"https://{served['host']}/v2/", timeout=5).status_code == 200
+            yield {"base": f"https://{served['host']}", "host": served["host"], "session": session,
+                   "ca": str(work / "ca.pem")}
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 def layer(files: dict[str, bytes]) -> bytes:

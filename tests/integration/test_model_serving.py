@@ -22,7 +22,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -34,6 +33,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from edgeai_lab.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TRITON_IMAGE = os.environ.get("EDGEAI_TRITON_IMAGE", "edgeai/tritonserver:2.51-cpu")
@@ -43,12 +43,6 @@ ANSIBLE = ROOT / ".venv" / "bin" / "ansible"
 
 
 # -- helpers ---------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_ready(url: str, timeout: float = 90.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

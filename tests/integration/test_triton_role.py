@@ -14,7 +14,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_model_serving import TRITON_IMAGE, LiteRT, Triton, _triton_image, free_port, infer
+from edgeai_lab.loopback import free_port
+from test_model_serving import TRITON_IMAGE, LiteRT, Triton, _triton_image, infer
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]

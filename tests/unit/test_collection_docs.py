@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
+from edgeai_lab import loopback
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,16 +32,9 @@ FQCN = "edgeai.fleet"
 GALAXY = yaml.safe_load((REPO / "galaxy.yml").read_text(encoding="utf-8"))
 
 
-def ansible_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-    env.update(extra)
-    return env
-
-
 def generator(*args, cwd=REPO):
     return subprocess.run([sys.executable, str(GENERATOR), *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=ansible_env(), check=False)
+                          cwd=cwd, env=loopback.ansible_env(), check=False)
 
 
 def specs(role, roles_dir=REPO / "roles"):
@@ -228,7 +222,7 @@ def test_example_playbooks_pass_syntax_check(tmp_path):
         playbook = tmp_path / f"{role}.yml"
         playbook.write_text(example_playbook(role))
         result = subprocess.run([BIN / "ansible-playbook", "--syntax-check", "-i", str(inventory), str(playbook)],
-                                capture_output=True, text=True, cwd=REPO, env=ansible_env(), check=False)
+                                capture_output=True, text=True, cwd=REPO, env=loopback.ansible_env(), check=False)
         assert result.returncode == 0, f"{role}: {result.stdout}{result.stderr}"
 
 
@@ -237,10 +231,7 @@ def test_example_playbooks_pass_syntax_check(tmp_path):
 
 @pytest.fixture(scope="module")
 def tarball(tmp_path_factory):
-    out = tmp_path_factory.mktemp("collection")
-    subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", str(out), str(REPO)],
-                   check=True, capture_output=True, text=True, cwd=REPO, env=ansible_env())
-    (path,) = out.glob("edgeai-fleet-*.tar.gz")
+    path = loopback.build_collection(tmp_path_factory.mktemp("collection"))
     with tarfile.open(path) as tar:
         files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
     return files

@@ -16,16 +16,11 @@ from pathlib import Path
 import pytest
 from edgeai_lab import artifacts, cli
 from edgeai_lab.core import LabError
+from edgeai_lab.loopback import free_port
 
 LAB = Path(__file__).resolve().parents[1]
 
 PAYLOAD = bytes(range(256)) * 1200  # 300 kB
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Upstream:
@@ -61,8 +56,8 @@ class Upstream:
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[dict]:
     upstream = Upstream()
-    listen_ip, port = "127.0.7.1", _free_port()
-    cfg = {"apt_dir": str(tmp_path), "apt_port": _free_port(), "apt_listen": [],
+    listen_ip, port = "127.0.7.1", free_port()
+    cfg = {"apt_dir": str(tmp_path), "apt_port": free_port(), "apt_listen": [],
            "relays": [{"listen": [listen_ip, port], "target": ["127.0.0.1", upstream.port], "service": "registry"}],
            "links_file": str(tmp_path / "links.json"), "stats_file": str(tmp_path / "stats.json")}
     (tmp_path / "gateway.json").write_text(json.dumps(cfg))

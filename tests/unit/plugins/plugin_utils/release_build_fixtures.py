@@ -8,17 +8,13 @@ with TLS and htpasswd auth."""
 from __future__ import annotations
 
 import base64
-import json
-import shutil
-import socket
 import ssl
-import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import trustme
+from edgeai_lab import loopback
 from edgeai_lab.real_models import fetch
 
 STORE_USER, STORE_PASSWORD = "publisher", "store-secret-pw"
@@ -108,51 +104,13 @@ def store(ca):
         server.server_close()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, ca):
     """Debian's docker-registry (distribution 2.8) on loopback, TLS from the test CA, htpasswd."""
-    binary, htpasswd = shutil.which("docker-registry"), shutil.which("htpasswd")
-    if not binary or not htpasswd:
-        pytest.fail("needs Debian's docker-registry and apache2-utils (htpasswd): apt-get install docker-registry "
-                    "apache2-utils (scripts/host-setup installs them)")
-    work = tmp_path_factory.mktemp("registry")
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_pem.write_to_path(str(work / "key.pem"))
-    cert.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
-    hashed = subprocess.run([htpasswd, "-Bbn", REGISTRY_USER, REGISTRY_PASSWORD], capture_output=True, text=True,
-                            check=True)
-    (work / "htpasswd").write_text(hashed.stdout)
-    port = _free_port()
-    (work / "config.yml").write_text(json.dumps({
-        "version": 0.1, "log": {"level": "error"},
-        "storage": {"filesystem": {"rootdirectory": str(work / "data")}},
-        "http": {"addr": f"127.0.0.1:{port}",
-                 "tls": {"certificate": str(work / "cert.pem"), "key": str(work / "key.pem")}},
-        "auth": {"htpasswd": {"realm": "edgeai-test", "path": str(work / "htpasswd")}},
-    }))
-    log = open(work / "registry.log", "w")
-    proc = subprocess.Popen([binary, "serve", str(work / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
-    context = ssl.create_default_context(cafile=ca.path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                    with context.wrap_socket(sock, server_hostname="127.0.0.1"):
-                        break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError("docker-registry did not start: "
-                                         + (work / "registry.log").read_text()[-2000:]) from None
-                time.sleep(0.2)
-        yield {"host": f"127.0.0.1:{port}", "ca": ca.path}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+        with loopback.registry(tmp_path_factory.mktemp("registry"), ca.issue_cert("127.0.0.1"), ca.path,
+                               REGISTRY_USER, REGISTRY_PASSWORD) as served:
+            yield {"host": served["host"], "ca": ca.path}
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
