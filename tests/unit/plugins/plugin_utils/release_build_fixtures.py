@@ -104,7 +104,6 @@ def store(ca):
         server.server_close()
 
 
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, ca):
     """Debian's docker-registry (distribution 2.8) on loopback, TLS from the test CA, htpasswd."""
