@@ -27,7 +27,7 @@ from edgeai_lab import inventory as lab_inventory
 from edgeai_lab.access import BIN, demo_release, lab_cli, playbook_env, read_report
 from rollout_helpers import REPO, receiver_events, served_version
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.fleet]
 
 # 4 devices per site, 2 Jetson + 2 Coral each; every Jetson profile that gets a server here
 # (JetPack 5 and 6) and both Coral variants. generic and jetson-nano get no server in the lab.
