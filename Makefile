@@ -56,12 +56,12 @@ demo: lab-up
 	ansible-playbook -i .lab/inventory/lab.device_registry.yml playbooks/bootstrap.yml
 	ansible-playbook -i .lab/inventory/lab.device_registry.yml playbooks/deploy_model.yml -e @$(RELEASE)
 
-# Two stages of two streams (scripts/run-parallel prefixes each line with its stream): the suites
-# that need no device run while the lab's images build and the lab comes up; then integration
-# runs beside molecule, whose scenarios have devices of their own. Most of a lab suite's time is
-# spent waiting on devices, so on 2 cores this takes about 60% of the time of one after the other.
+# Two stages (scripts/run-parallel prefixes each line with its stream and says how each ended):
+# lint, and sanity then unit, run beside the image tests and the lab coming up; then integration
+# runs beside molecule, whose scenarios have devices of their own.
 test: host venv
-	scripts/run-parallel "static=$(MAKE) --no-print-directory lint sanity unit" \
+	scripts/run-parallel "lint=$(MAKE) --no-print-directory lint" \
+	  "sanity+unit=$(MAKE) --no-print-directory sanity unit" \
 	  "lab=$(MAKE) --no-print-directory images lab-up"
 	scripts/run-parallel "integration=$(MAKE) --no-print-directory integration" \
 	  "molecule=$(MAKE) --no-print-directory molecule"
@@ -108,7 +108,8 @@ fleet: host venv
 molecule: host venv
 	@test -n "$(MOLECULE_SCENARIOS)" || { echo "molecule: no scenario found"; exit 1; }
 	@passed=0; for s in $(MOLECULE_SCENARIOS); do \
-	  echo "== molecule test -s $$s"; molecule test -s $$s; passed=$$((passed+1)); \
+	  echo "== molecule test -s $$s"; t=$$(date +%s); molecule test -s $$s; passed=$$((passed+1)); \
+	  echo "molecule: $$s passed in $$(( $$(date +%s) - t )) s"; \
 	done; echo "molecule: $$passed passed, 0 failed"
 
 # MLServer, the peer the LiteRT server is compared with, lives in a venv of its own.

@@ -27,10 +27,12 @@ def triton_on_device(lab, lab_ssh, registry_credentials):
     ref = lab["images"]["tritonserver"]["ref"]
     name = f"lab-triton-test-{uuid.uuid4().hex[:6]}"
     repo = f"/tmp/{name}-models"
-    lab_ssh(device, f"docker login {lab['registry']['host']} -u {shlex.quote(registry_credentials['username'])} "
+    # a login of the test's own: the device's engine keeps the one bootstrap.yml gave it
+    docker = f"DOCKER_CONFIG=/tmp/{name}-docker docker"
+    lab_ssh(device, f"{docker} login {lab['registry']['host']} -u {shlex.quote(registry_credentials['username'])} "
                     "--password-stdin", input=registry_credentials["password"])
     try:
-        lab_ssh(device, f"docker pull -q {ref}", timeout=600)
+        lab_ssh(device, f"{docker} pull -q {ref}", timeout=600)
         # the example model, shipped as version 3 so that OUTPUT0 = 3 * INPUT0
         model_py = (ROOT / "images/tritonserver/models/scale/1/model.py").read_text()
         config = (ROOT / "images/tritonserver/models/scale/config.pbtxt").read_text()
@@ -40,8 +42,7 @@ def triton_on_device(lab, lab_ssh, registry_credentials):
                         f"-v {repo}:/models:ro {ref}")
         yield device, name
     finally:
-        lab_ssh(device, f"docker rm -f {name} >/dev/null 2>&1; rm -rf {repo}; "
-                        f"docker logout {lab['registry']['host']} >/dev/null", check=False)
+        lab_ssh(device, f"docker rm -f {name} >/dev/null 2>&1; rm -rf {repo} /tmp/{name}-docker", check=False)
 
 
 def test_triton_in_device_engine_loads_model_and_infers(lab, lab_ssh, lab_tunnel, triton_on_device):
