@@ -21,6 +21,8 @@ from edgeai_lab.access import devices_by, read_report
 
 REPO = access.REPO
 INPUT = [1.0, 2.0, 3.0, 4.0]
+# A device's inference server answers ready (one command over SSH).
+SERVER_READY = "curl -sf http://127.0.0.1:8000/v2/health/ready"
 
 
 def run_playbook(lab: dict[str, Any], playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,7 +64,7 @@ def wait_until_serving(lab_ssh, device: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            probe = lab_ssh(device, "curl -sf http://127.0.0.1:8000/v2/health/ready", check=False, timeout=20)
+            probe = lab_ssh(device, SERVER_READY, check=False, timeout=20)
             if probe.returncode == 0:
                 return
         except subprocess.TimeoutExpired:
@@ -75,7 +77,7 @@ def wait_until_serving(lab_ssh, device: str, timeout: float = 180) -> None:
 _BOOTSTRAPPED: set[tuple[str, ...]] = set()
 # What bootstrap.yml leaves running on every device: its inference server answers ready, its event
 # relay runs. One SSH command a device.
-_STILL_BOOTSTRAPPED = ("curl -sf -o /dev/null http://127.0.0.1:8000/v2/health/ready && "
+_STILL_BOOTSTRAPPED = (f"{SERVER_READY} && "
                        "test \"$(docker inspect -f '{{.State.Running}}' edgeai-event-relay)\" = true")
 
 
