@@ -1,8 +1,6 @@
 """The project's benchmarks: `python -m benchmarks.run [NAME ...]`, each one `python -m benchmarks.NAME.bench`.
 
-Importing the package puts what the benchmarks import from the project on the import path, in
-this one place: the lab's package (tests/lab: edgeai_lab), its webhook receiver and the LiteRT
-server's sources.
+Importing the package puts what they import from the project on the import path, in this one place.
 """
 
 import sys

@@ -40,8 +40,7 @@ class Log:
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
-    """An argument parser described by the first paragraph of a benchmark's docstring. A SIGTERM
-    (a runner giving up) ends the benchmark through SystemExit, so its `finally` cleans up."""
+    """An argument parser described by the docstring's first paragraph; SIGTERM runs the `finally`s."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return argparse.ArgumentParser(description=doc.split("\n\n")[0])
 
@@ -55,15 +54,14 @@ def workdir(name: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
-          ) -> subprocess.Popen[bytes]:
-    """argv as a process of a session of its own (so that stop() ends what it starts too), output to log_path."""
+def spawn(argv: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    """argv in a session of its own (stop() ends what it starts too), its output to log_path."""
     with log_path.open("wb") as out:
         return subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
-    """SIGTERM to a spawn()ed process's session, SIGKILL after the grace period."""
+    """SIGTERM to a spawn()ed session, SIGKILL after the grace period."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -74,7 +72,7 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
 
 
 def image_env(image: str, prefix: str) -> dict[str, str]:
-    """This environment without the image's settings (variables starting with prefix), its sources on PYTHONPATH."""
+    """This environment without the image's settings (prefix*), its sources on PYTHONPATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
     return dict(env, PYTHONPATH=str(ROOT / "images" / image / "src"))
 
@@ -105,6 +103,27 @@ def loadavg() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
+def wait_until(cond: Callable[[], Any], cap_s: float, step: float = 0.02) -> float | None:
+    """The monotonic time when cond() first held; None after cap_s."""
+    deadline = time.monotonic() + cap_s
+    while time.monotonic() < deadline:
+        if cond():
+            return time.monotonic()
+        time.sleep(step)
+    return None
+
+
+def request(port: int, path: str, body: bytes | None = None, timeout: float = 10) -> tuple[int, bytes]:
+    """GET path (POST body, JSON, if given) from 127.0.0.1:port: the status and the answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET" if body is None else "POST", path, body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
 def children_cpu() -> float:
     """User + system CPU seconds of this process's finished (and reaped) children."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -112,8 +131,7 @@ def children_cpu() -> float:
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    """(wall seconds, CPU seconds of the children it ran, its result); this process must wait for
-    no other child meanwhile."""
+    """(wall seconds, CPU seconds of the children it waited for, its result)."""
     start, cpu = time.perf_counter(), children_cpu()
     result = fn()
     return time.perf_counter() - start, children_cpu() - cpu, result
@@ -184,11 +202,10 @@ def http_load(port: int, path: str, body: Callable[[int], bytes], count: int, th
               headers: dict[str, str] | None = None, timeout: float = 30,
               check: Callable[[int, bytes, int], tuple[bool, Any]] = lambda status, _raw, _k: (status == 200, status),
               ) -> dict[str, Any]:
-    """POST body(k) for k < count from `threads` keep-alive connections to 127.0.0.1:port, each as soon
-    as the last answered, until the cap_s time cap or `stop` is set. With rate: request k no earlier than
-    start + k / rate; with pace_s: each thread one request every pace_s (the threads staggered, none
-    catching up). check(status, answer, k) says whether request k succeeded and what to note of it (a
-    failed connection notes its exception's name). "records": (k, sent since start, latency, ok, note)."""
+    """POST body(k), k < count, from `threads` keep-alive connections to 127.0.0.1:port until cap_s or `stop`:
+    each as soon as the last answered, or request k at start + k / rate, or one a thread every pace_s.
+    check(status, answer, k): (ok, note); a failed connection notes its exception's name.
+    "records": (k, sent since start, latency, ok, note)."""
     lock, ticket = threading.Lock(), itertools.count()
     records: list[tuple[int, float, float, bool, Any]] = []
     headers = {"Content-Type": "application/json", **(headers or {})}
@@ -236,7 +253,7 @@ def mib(b: float) -> str:
 
 
 def table(header: list[str], rows: Iterable[Iterable[Any]], align: str = "") -> list[str]:
-    """A Markdown table; align: one letter a column, l (left) or r (right; the default after the first)."""
+    """A Markdown table; align: l or r a column (default: l, then r)."""
     align = align or "l" + "r" * (len(header) - 1)
     return [f"| {' | '.join(header)} |", "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |",
             *(f"| {' | '.join(str(c) for c in row)} |" for row in rows)]
@@ -247,8 +264,7 @@ def goal(text: str, met: bool, detail: str) -> str:
 
 
 def figure(log: Callable[[str], None], path: Path, alt: str, draw: Callable[[Any], Any]) -> str:
-    """The Markdown line that shows the plot draw(pyplot) returns, saved to path (under docs/benchmarks/);
-    a note instead when matplotlib is missing."""
+    """The Markdown line showing the figure draw(pyplot) returns, saved to path (docs/benchmarks/)."""
     try:
         import matplotlib
     except ImportError:

@@ -1,16 +1,11 @@
 """Run the benchmarks under benchmarks/<name>/bench.py and write docs/benchmarks.md.
 
-Each bench.py (run as `python -m benchmarks.<name>.bench`) prints a Markdown section (a heading,
-what it compares, a table with ratios) on stdout. Benchmarks are not tests: they run only through
-`make bench`, never in CI. This machine is shared and noisy, so every benchmark compares side by side within one run.
-
 Usage: python benchmarks/run.py [--out FILE] [name ...] [-- ARGS]   (ARGS go to each benchmark run)
 
-Without names every benchmark runs. With names only those run, and the sections of the
-others already in docs/benchmarks.md stay as they are, so one benchmark can be refreshed at a
-time. Each section says when and on which machine it ran and how to reproduce it; it is found
-again by the `<!-- bench: NAME -->` line in front of it. Sections of benchmarks that no longer
-exist are dropped. A benchmark that fails keeps its previous section, marked as not refreshed.
+Each bench.py (`python -m benchmarks.<name>.bench`) prints its Markdown section on stdout; the
+`<!-- bench: NAME -->` line in front of it finds it again. With names only those run and the other
+sections stay; sections of benchmarks that no longer exist are dropped; a benchmark that fails keeps
+its previous section, marked as not refreshed. Not tests: `make bench` runs them, never CI.
 """
 
 from __future__ import annotations
@@ -45,7 +40,7 @@ def machine() -> str:
 
 
 def read_sections(text: str, names: set[str]) -> dict[str, str]:
-    """The sections of an existing docs/benchmarks.md, keyed by benchmark name: each from its marker on."""
+    """The sections of an existing docs/benchmarks.md by benchmark name, each from its marker on."""
     sections: dict[str, list[str]] = {}
     lines: list[str] = []
     for line in text.splitlines():

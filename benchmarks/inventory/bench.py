@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 # Copyright: edgeai.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Inventory: `ansible all -i <source> --list-hosts` for the device_registry plugin (YAML and JSON
-registry files) against ansible's yaml inventory reading the same hosts, variables and groups.
+"""Inventory: the device_registry plugin against ansible's yaml inventory, the same hosts, vars and groups.
 
     .venv/bin/python -m benchmarks.inventory.bench --sizes 1000,10000,50000
 """
@@ -26,13 +25,14 @@ ANSIBLE = str(Path(sys.executable).parent / "ansible")
 HARDWARE = (("jetson", "agx-orin"), ("jetson", "orin-nano"), ("jetson", "xavier-nx"), ("jetson", "jetson-nano"),
             ("coral", "coral-dev-board"), ("coral", "coral-usb"), ("generic", "generic"))
 RINGS = ("canary",) + ("early",) * 4 + ("broad",) * 45  # 2% canary, 8% early, 90% broad
+SITES, REPEAT, YAML_REPEAT, TIMEOUT = 40, 3, 1, 600  # the runs of each source: the best is shown
 
 
-def fleet(size: int, sites: int) -> list[dict]:
+def fleet(size: int) -> list[dict]:
     out = []
     for i in range(size):
-        site, (plat, hw) = f"site-{i % sites:03d}", HARDWARE[i % len(HARDWARE)]
-        out.append({"id": f"{site}-{hw}-{i // sites:05d}", "site": site, "platform": plat, "hardware": hw,
+        site, (plat, hw) = f"site-{i % SITES:03d}", HARDWARE[i % len(HARDWARE)]
+        out.append({"id": f"{site}-{hw}-{i // SITES:05d}", "site": site, "platform": plat, "hardware": hw,
                     "address": f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}", "port": 22, "user": "edge",
                     "ring": RINGS[i % len(RINGS)], "labels": {"line": "ab"[i % 2], "customer": f"c{i % 7}"},
                     "maintenance": False})
@@ -41,12 +41,11 @@ def fleet(size: int, sites: int) -> list[dict]:
 
 def static_inventory(devices: list[dict]) -> dict:
     """The hosts, variables and groups the plugin makes, as a yaml-inventory document."""
-    rank = {"canary": 0, "early": 1, "broad": 2}
     rings: dict = {}
     for d in devices:
         rings.setdefault(d["ring"], {}).setdefault(d["site"], []).append(d)
     ordered = []
-    for ring in sorted(rings, key=lambda r: (rank.get(r, 3), r)):
+    for ring in sorted(rings, key=["canary", "early", "broad"].index):
         per_site = [sorted(rings[ring][s], key=lambda d: d["id"]) for s in sorted(rings[ring])]
         for i in range(max(len(s) for s in per_site)):
             ordered.extend(s[i] for s in per_site if i < len(s))
@@ -61,28 +60,27 @@ def static_inventory(devices: list[dict]) -> dict:
     return {"all": {"hosts": hosts, "children": children}}
 
 
-def write_sources(directory: Path, size: int, sites: int) -> dict[str, Path]:
-    devices = fleet(size, sites)
+def write_sources(directory: Path, size: int) -> dict[str, Path]:
+    directory.mkdir()
+    devices = fleet(size)
     (directory / "devices.yml").write_text(yaml.dump({"devices": devices}, Dumper=DUMPER, sort_keys=False))
     (directory / "devices.json").write_text(json.dumps({"devices": devices}))
-    paths = {}
-    for kind in ("yaml", "json"):
-        paths[kind] = directory / f"{kind}.device_registry.yml"
-        source = "devices.yml" if kind == "yaml" else "devices.json"
+    paths = {kind: directory / f"{kind}.device_registry.yml" for kind in ("yaml", "json")}
+    for kind, source in (("yaml", "devices.yml"), ("json", "devices.json")):
         paths[kind].write_text(f"plugin: edgeai.fleet.device_registry\nsource_file: {source}\n")
     paths["static"] = directory / "static.yml"
     paths["static"].write_text(yaml.dump(static_inventory(devices), Dumper=DUMPER, sort_keys=False))
     return paths
 
 
-def list_hosts(ansible: str, source: Path, expected: int, repeat: int, timeout: float) -> tuple[float, float] | None:
+def list_hosts(source: Path, expected: int, repeat: int) -> tuple[float, float] | None:
     """Best (wall, CPU) seconds of `repeat` runs; CPU time (user + system) is what load does not inflate."""
     env = dict(os.environ, ANSIBLE_CONFIG=os.environ.get("ANSIBLE_CONFIG") or str(ROOT / "ansible.cfg"))
     runs = []
     for _ in range(repeat):
         try:
-            wall, cpu, proc = timed(lambda: subprocess.run([ansible, "all", "-i", str(source), "--list-hosts"],
-                                                           capture_output=True, text=True, timeout=timeout,
+            wall, cpu, proc = timed(lambda: subprocess.run([ANSIBLE, "all", "-i", str(source), "--list-hosts"],
+                                                           capture_output=True, text=True, timeout=TIMEOUT,
                                                            check=False, env=env, cwd=ROOT))
         except subprocess.TimeoutExpired:
             return None
@@ -96,30 +94,24 @@ def list_hosts(ansible: str, source: Path, expected: int, repeat: int, timeout: 
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__)
     ap.add_argument("--sizes", default="1000,10000,50000", help="comma-separated fleet sizes")
-    ap.add_argument("--sites", type=int, default=40, help="number of sites (default 40)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per source; the best is shown (default 3)")
-    ap.add_argument("--yaml-repeat", type=int, default=1, help="runs of ansible's yaml inventory (slow; default 1)")
-    ap.add_argument("--timeout", type=float, default=600, help="seconds before one run is abandoned (default 600)")
     args = ap.parse_args(argv)
     rows = []
     with workdir("inventory") as work:
         for size in (int(s) for s in args.sizes.split(",") if s.strip()):
-            (work / str(size)).mkdir()
-            paths = write_sources(work / str(size), size, args.sites)
-            best = {k: list_hosts(ANSIBLE, p, size, args.yaml_repeat if k == "static" else args.repeat,
-                                  args.timeout) for k, p in paths.items()}
-            rows.append((size, best))
+            paths = write_sources(work / str(size), size)
+            rows.append((size, {k: list_hosts(p, size, YAML_REPEAT if k == "static" else REPEAT)
+                                for k, p in paths.items()}))
 
     def fmt(value: tuple[float, float] | None) -> str:
-        return f"> {args.timeout:.0f} s" if value is None else f"{value[0]:.2f} s (CPU {value[1]:.2f} s)"
+        return f"> {TIMEOUT:.0f} s" if value is None else f"{value[0]:.2f} s (CPU {value[1]:.2f} s)"
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     out = [
         "## Inventory: device_registry plugin vs ansible's yaml inventory", "",
         "The same fleet as a device registry file read by `edgeai.fleet.device_registry` (YAML and JSON) and as the "
         "equivalent static file read by ansible's `yaml` inventory plugin (same hosts, host variables and groups).", "",
-        f"`ansible all -i <source> --list-hosts`: wall time of the fastest of {args.repeat} runs (yaml inventory: of "
-        f"{args.yaml_repeat}), with the CPU time (user + system) of that run; {args.sites} sites; Python "
+        f"`ansible all -i <source> --list-hosts`: wall time of the fastest of {REPEAT} runs (yaml inventory: of "
+        f"{YAML_REPEAT}), with the CPU time (user + system) of that run; {SITES} sites; Python "
         f"{platform.python_version()}, {os.cpu_count()} CPUs, load average {load} at the end.", "",
         *table(["devices", "device_registry, YAML file", "device_registry, JSON file",
                 "ansible yaml inventory (static file)", "speed-up (YAML file, wall)"],
