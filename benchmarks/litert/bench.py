@@ -1,18 +1,13 @@
 #!/usr/bin/env python3
 # Copyright: edgeai.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""LiteRT server: latency and throughput against the in-process interpreter and MLServer.
-
-Two small models at concurrency 1 and 8: the same LiteRT interpreter in-process (the limit), behind
-images/litert-server, and behind MLServer (its own venv, .lab/bench-venv, with the custom runtime
-benchmarks/litert/mlserver_runtime.py) with its defaults and tuned; the section it prints says how.
+"""LiteRT server: latency and throughput against the in-process interpreter and MLServer (.lab/bench-venv).
 
     .venv/bin/python -m benchmarks.litert.bench [--requests 500] [--rounds 4]
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
@@ -36,7 +31,7 @@ MODELS = {
     "float_model": ("float", "FP32", np.float32, [1.0, 2.0, 3.0, 4.0], [3.0, 5.0, 7.0, 9.0]),  # y = 2x + 1
     "uint8_model": ("uint8", "UINT8", np.uint8, [10, 20, 30, 40], [12, 22, 32, 42]),  # q_out = q_in + 2
 }
-CONCURRENCY = (1, 8)
+CONCURRENCY, WARMUP, CAP_S = (1, 8), 300, 20.0  # warm-up requests per model, time cap of one run
 LABEL = {"inproc": "in-process interpreter", "ours": "**litert-server**", "mls_default": "MLServer 1.7.1, defaults",
          "mls_tuned": "MLServer 1.7.1, tuned"}
 log = Log("litert")
@@ -47,23 +42,24 @@ class Server:
         self.label, self.port, self.logfile = label, port, cwd / f"{label}.log"
         self.proc = harness.spawn(args, self.logfile, env, cwd)  # a session of its own: MLServer's workers go with it
 
+    def failed(self, why: str) -> RuntimeError:
+        return RuntimeError(f"{self.label} {why}; log: {self.logfile.read_text(errors='replace')[-1500:]}")
+
+    def ready(self, path: str) -> bool:
+        if self.proc.poll() is not None:
+            raise self.failed("exited")
+        try:
+            return harness.request(self.port, path, timeout=2)[0] == 200
+        except OSError:
+            return False
+
     def wait_ready(self, timeout: float = 90) -> None:
-        deadline, pending = time.monotonic() + timeout, ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in MODELS]
-        while pending:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.label} exited or is not ready after {timeout:.0f} s; log: "
-                                   f"{self.logfile.read_text(errors='replace')[-1500:]}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", pending[0])
-                if conn.getresponse().status == 200:
-                    pending.pop(0)
-                    continue
-            except OSError:
-                pass
-            time.sleep(0.2)
+        deadline = time.monotonic() + timeout
+        for path in ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in MODELS]:
+            if harness.wait_until(lambda p=path: self.ready(p), deadline - time.monotonic(), 0.2) is None:
+                raise self.failed(f"is not ready after {timeout:.0f} s")
         for name in MODELS:  # the right answer, once
-            status, raw = infer(self.port, name)
+            status, raw = harness.request(self.port, f"/v2/models/{name}/infer", request_body(name))
             out = np.array(json.loads(raw)["outputs"][0]["data"], dtype=np.float64).ravel().tolist() \
                 if status == 200 else raw[:300]
             if out != [float(v) for v in MODELS[name][4]]:
@@ -98,60 +94,48 @@ def request_body(name: str) -> bytes:
     return json.dumps({"inputs": [{"name": "x", "datatype": datatype, "shape": [1, 4], "data": values}]}).encode()
 
 
-def infer(port: int, name: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", f"/v2/models/{name}/infer", request_body(name), {"Content-Type": "application/json"})
-    resp = conn.getresponse()
-    return resp.status, resp.read()
-
-
-def served_load(server: Server, name: str, concurrency: int, total: int, cap_s: float) -> dict[str, Any]:
+def served_load(server: Server, name: str, concurrency: int, total: int) -> dict[str, Any]:
     body = request_body(name)
     pids = harness.proc_tree(server.proc.pid)
     server0, client0 = harness.cpu_s(pids), time.process_time()
-    r = harness.http_load(server.port, f"/v2/models/{name}/infer", lambda _k: body, total, concurrency, cap_s)
+    r = harness.http_load(server.port, f"/v2/models/{name}/infer", lambda _k: body, total, concurrency, CAP_S)
     return dict(r, errors=len(r["failed"]), server_cpu=harness.cpu_s(pids) - server0,
                 client_cpu=time.process_time() - client0)
 
 
-def inprocess_load(model_path: Path, name: str, concurrency: int, total: int, cap_s: float) -> dict[str, Any]:
+def inprocess_load(model_path: Path, name: str, concurrency: int, total: int) -> dict[str, Any]:
     _, _, dtype, values, expected = MODELS[name]
-    x = np.array([values], dtype=dtype)
-    interps = []
-    for _ in range(concurrency):
-        it = Interpreter(model_path=str(model_path), num_threads=1)
-        it.allocate_tensors()
-        interps.append((it, it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]))
-    it, i_in, i_out = interps[0]
-    it.set_tensor(i_in, x)
-    it.invoke()
-    if it.get_tensor(i_out).ravel().tolist() != expected:
-        raise RuntimeError(f"in-process {name}: wrong answer {it.get_tensor(i_out)}")
-    lats: list[list[float]] = [[] for _ in range(concurrency)]
+    x, lat, answers = np.array([values], dtype=dtype), [], []
     start = threading.Barrier(concurrency + 1)
 
-    def worker(i: int) -> None:
-        interp, idx_in, idx_out = interps[i]
+    def worker(count: int) -> None:
+        interp, answer = Interpreter(model_path=str(model_path), num_threads=1), None
+        interp.allocate_tensors()
+        idx_in, idx_out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
         start.wait()
-        deadline = time.monotonic() + cap_s
-        for _ in range(total // concurrency + (1 if i < total % concurrency else 0)):
+        deadline = time.monotonic() + CAP_S
+        for _ in range(count):
             if time.monotonic() > deadline:
                 break
             t = time.perf_counter()
             interp.set_tensor(idx_in, x)
             interp.invoke()
-            interp.get_tensor(idx_out)
-            lats[i].append(time.perf_counter() - t)
+            answer = interp.get_tensor(idx_out)
+            lat.append(time.perf_counter() - t)
+        answers.append(answer.ravel().tolist() if answer is not None else expected)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    threads = [threading.Thread(target=worker, args=(total // concurrency + (i < total % concurrency),))
+               for i in range(concurrency)]
     for t in threads:
         t.start()
     start.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
-    return {"lat": [x for xs in lats for x in xs], "wall": time.perf_counter() - t0, "errors": 0, "capped": False,
-            "server_cpu": 0.0, "client_cpu": 0.0}
+    if any(a != expected for a in answers):
+        raise RuntimeError(f"in-process {name}: wrong answers {answers}")
+    return {"lat": lat, "wall": time.perf_counter() - t0, "errors": 0, "capped": False, "server_cpu": 0.0,
+            "client_cpu": 0.0}
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -167,8 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__)
     ap.add_argument("--requests", type=int, default=500, help="requests per configuration and round")
     ap.add_argument("--rounds", type=int, default=4, help="rounds, interleaved to spread the machine's noise")
-    ap.add_argument("--warmup", type=int, default=300)
-    ap.add_argument("--cap-s", type=float, default=20.0, help="time cap of one measured run")
     args = ap.parse_args(argv)
     servers: dict[str, Server] = {}
     problem = ""
@@ -201,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             idle_rss = {k: harness.rss_mib(s.proc.pid) for k, s in servers.items()}
             for srv in servers.values():  # warm-up, not measured
                 for name in MODELS:
-                    served_load(srv, name, 8, args.warmup, args.cap_s)
+                    served_load(srv, name, 8, WARMUP)
             targets, load_before = ["inproc", *servers], loadavg()
             results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
             for rnd in range(args.rounds):
@@ -209,9 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name in MODELS:
                     for conc in CONCURRENCY:
                         for key in order:
-                            r = inprocess_load(repo / name / "1" / "model.tflite", name, conc, args.requests,
-                                               args.cap_s) if key == "inproc" else \
-                                served_load(servers[key], name, conc, args.requests, args.cap_s)
+                            r = inprocess_load(repo / name / "1" / "model.tflite", name, conc, args.requests) \
+                                if key == "inproc" else served_load(servers[key], name, conc, args.requests)
                             results.setdefault((key, name, conc), []).append(r)
                             log(f"round {rnd + 1} {key} {name} c={conc}: {len(r['lat'])} ok, {r['errors']} errors, "
                                 f"{r['wall']:.2f} s")
@@ -227,15 +208,14 @@ def report(stats: dict, targets: list[str], idle_rss: dict[str, float], problem:
     out = [
         "## LiteRT server: latency and throughput", "",
         "Small test models (1x4 FP32 `y = 2x + 1`, 1x4 uint8 quantized ADD) at concurrency 1 and 8: the same "
-        "LiteRT interpreter (ai-edge-litert, 1 thread) called in-process (the limit), behind our server "
-        "(defaults: 2 interpreters per model) and behind MLServer with a custom runtime "
-        "(`benchmarks/litert/mlserver_runtime.py`; defaults = 1 parallel worker and access log; tuned = "
-        "`parallel_workers: 0`, `debug: false`). Client: one keep-alive `http.client` connection per thread, "
-        f"KServe v2 JSON; {args.requests * args.rounds} requests per configuration in {args.rounds} interleaved "
-        f"rounds of {args.requests} (server order alternating), latencies pooled; {args.warmup} warm-up "
-        f"requests per model first. Client and servers share the machine's {os.cpu_count()} cores (1-minute load "
-        f"average {load} before, {loadavg()} after: other work ran too). Server CPU = user + system CPU of the "
-        "server's processes per request (/proc/<pid>/stat).", ""]
+        "LiteRT interpreter (ai-edge-litert, 1 thread) in-process (the limit), behind our server (defaults: 2 "
+        "interpreters per model) and behind MLServer with a custom runtime (`benchmarks/litert/mlserver_runtime.py`; "
+        "defaults = 1 parallel worker and access log; tuned = `parallel_workers: 0`, `debug: false`). Client: one "
+        f"keep-alive `http.client` connection per thread, KServe v2 JSON; {args.requests * args.rounds} requests per "
+        f"configuration in {args.rounds} interleaved rounds of {args.requests} (server order alternating), latencies "
+        f"pooled, after {WARMUP} warm-up requests per model. All on the machine's {os.cpu_count()} shared cores "
+        f"(1-minute load average {load} before, {loadavg()} after). Server CPU = user + system CPU of the server's "
+        "processes per request (/proc/<pid>/stat).", ""]
     if problem:
         out += [f"MLServer: not measured: {problem}", ""]
     rows = []
@@ -266,9 +246,9 @@ def report(stats: dict, targets: list[str], idle_rss: dict[str, float], problem:
             if conc > 1:
                 little = "; ".join(f"{n}: {conc} / {stats[('ours', n, conc)]['rps']:,.0f} req/s = "
                                    f"{conc / stats[('ours', n, conc)]['rps'] * 1e3:.2f} ms" for n in MODELS)
-                detail += (f". With {conc} requests in flight on {os.cpu_count()} cores the latency is mostly "
-                           f"queueing: by Little's law the mean latency is concurrency / throughput ({little}), so a "
-                           f"p50 overhead under 0.5 ms at this concurrency needs more than {conc / 0.5e-3:,.0f} req/s")
+                detail += (f". With {conc} requests in flight on {os.cpu_count()} cores it is mostly queueing: by "
+                           f"Little's law the mean latency is concurrency / throughput ({little}), so under 0.5 ms "
+                           f"needs more than {conc / 0.5e-3:,.0f} req/s")
         out.append("- " + goal(f"p50 overhead over in-process < 0.5 ms, concurrency {conc}", met, detail))
     for conc in CONCURRENCY if mls else ():
         best = {n: max(mls, key=lambda k, n=n: stats[(k, n, conc)]["rps"]) for n in MODELS}

@@ -1,11 +1,7 @@
 # Copyright: edgeai.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A custom MLServer runtime serving a .tflite model with the LiteRT interpreter (one thread).
-
-benchmarks/litert/bench.py runs it inside MLServer's own venv (.lab/bench-venv) as the peer of our
-LiteRT server: the same interpreter and model, so that only the serving stack differs. MLServer runs
-``predict`` on its event loop, one request at a time per worker process: one interpreter per worker.
-"""
+"""An MLServer runtime serving a .tflite model with the LiteRT interpreter (one thread, one a worker
+process): benchmarks/litert/bench.py's peer of our server, so that only the serving stack differs."""
 
 from __future__ import annotations
 
