@@ -22,7 +22,7 @@ from ansible_collections.edgeai.fleet.plugins.plugin_utils import _rollout as en
 
 SERVER_OPTIONS = ("url", "token", "ca_path", "validate_certs", "timeout")
 CONTROLLER_STEPS = ("start", "targets", "plan", "verdict", "report", "failed")
-DEVICE_STEPS = ("preflight", "deploy", "stage", "rollback")
+DEVICE_STEPS = ("preflight", "wave", "deploy", "stage", "rollback")
 # Module options of model_artifact that a device's settings may give.
 ARTIFACT_SETTINGS = ("keep_versions", "min_free_space_mb", "rate_limit", "require_staged")
 
@@ -43,7 +43,8 @@ def redact_url(url):
 
 
 class ActionModule(ActionBase):
-    TRANSFERS_FILES = True
+    # A device step makes a remote temporary folder only when it pushes an artifact (_stage).
+    TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("step", "release", "options", "targets", "device", "settings", "wave", "rollout",
                              "name", "version", "artifact", "config", "smoke_test", "soak_seconds", "reason",
                              "from_version", "error", "during") + SERVER_OPTIONS)
@@ -256,7 +257,7 @@ class ActionModule(ActionBase):
     def _release_for(self, args, task_vars):
         """The release this device works on: the run's (deploy_model.yml) or the role's own."""
         rollout = self._rollout(args, task_vars)
-        if args.get("name") is None and rollout:
+        if rollout:
             return rollout["release"], rollout
         release = engine.validate_release({k: v for k, v in {
             "model_name": args.get("name"), "model_version": args.get("version") or None,
@@ -268,7 +269,7 @@ class ActionModule(ActionBase):
     def _step_preflight(self, args, task_vars):
         host = task_vars.get("inventory_hostname")
         release, rollout = self._release_for(args, task_vars)
-        settings = dict(args.get("settings") or {})
+        settings = engine.device_settings(args.get("settings"), rollout)
         action = rollout["action"] if rollout else "deploy"
         phase = rollout["phase"] if rollout else "all"
         module_args = dict(self._server_args(args), gather=["health", "index", "device", "staged"],
@@ -389,8 +390,7 @@ class ActionModule(ActionBase):
 
     def _step_stage(self, args, task_vars):
         release, rollout = self._release_for(args, task_vars)
-        record = args.get("device") or self._hostvar(task_vars, task_vars.get("inventory_hostname"),
-                                                     "model_deploy_device")
+        record = args.get("device") or task_vars.get("model_deploy_device")
         if not record:
             # staging on its own needs no running server: the device's platform is enough
             facts = task_vars.get("ansible_facts", {}).get("edge_device") or {}
@@ -400,7 +400,7 @@ class ActionModule(ActionBase):
                           target=release.get("model_version"), before=None)
             if not record["artifact"]:
                 record.update(status="preflight_failed", reason=f"the release has no artifact for platform {platform}")
-        settings = dict(args.get("settings") or {})
+        settings = engine.device_settings(args.get("settings"), rollout)
         t0 = _now()
         if record.get("status") != "ready":
             return {"changed": False, "ansible_facts": {"model_deploy_result": self._row(
@@ -423,13 +423,22 @@ class ActionModule(ActionBase):
         row.update(stage_s=round(_now() - t0, 2), warnings=warnings)
         return {"changed": row["result"] in engine.CHANGED, "ansible_facts": {"model_deploy_result": row}}
 
+    def _step_wave(self, args, task_vars):
+        """A run's work on one device in its wave: deploy, or for a rollback run go back."""
+        rollout = self._rollout(args, task_vars)
+        if not rollout:
+            raise engine.RolloutPlanError("step wave does a run's work: it needs the run (rollout), as "
+                                          "deploy_model.yml sets it; use step deploy or rollback on their own")
+        if rollout["action"] == "rollback":
+            return self._step_rollback(args, task_vars)
+        return self._step_deploy(args, task_vars)
+
     def _step_deploy(self, args, task_vars):
         """The wave's work on one device: stage unless staged, activate, smoke test, soak,
         roll back on failure. At most two module calls."""
         release, rollout = self._release_for(args, task_vars)
-        record = args.get("device") or self._hostvar(task_vars, task_vars.get("inventory_hostname"),
-                                                     "model_deploy_device") or {}
-        settings = dict(args.get("settings") or {})
+        record = args.get("device") or task_vars.get("model_deploy_device") or {}
+        settings = engine.device_settings(args.get("settings"), rollout)
         try:
             row = self._deploy(release, rollout, record, settings, args, task_vars)
         except Exception as exc:  # pylint: disable=broad-except
@@ -501,10 +510,9 @@ class ActionModule(ActionBase):
 
     def _step_rollback(self, args, task_vars):
         release, rollout = self._release_for(args, task_vars)
-        record = args.get("device") or self._hostvar(task_vars, task_vars.get("inventory_hostname"),
-                                                     "model_deploy_device") or {}
-        settings = dict(args.get("settings") or {})
-        previous = self._hostvar(task_vars, task_vars.get("inventory_hostname"), "model_deploy_result") or {}
+        record = args.get("device") or task_vars.get("model_deploy_device") or {}
+        settings = engine.device_settings(args.get("settings"), rollout)
+        previous = task_vars.get("model_deploy_result") or {}
         row = self._row(record, rollout, **{k: previous[k] for k in ("stage_s", "downloaded_bytes", "wave")
                                             if k in previous})
         module_args = dict(self._server_args(args), name=release["model_name"], state="rolled_back",

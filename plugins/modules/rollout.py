@@ -44,14 +44,15 @@ options:
         C(ready), C(unchanged), C(incompatible) or C(preflight_failed), the served version, the
         staged versions, and the artifact, config and smoke test it takes).
       - C(plan) cuts the ready devices into a canary wave and per-site waves (C(edgeai_plan)).
-      - C(deploy), C(stage), C(rollback) do a device's work and set C(model_deploy_result).
+      - C(deploy), C(stage), C(rollback) do a device's work and set C(model_deploy_result); C(wave) is
+        C(deploy) or C(rollback), as the run's action (O(rollout)) says.
       - C(verdict) decides after wave O(wave) whether the rollout goes on (C(edgeai_abort)).
       - C(report) writes the JSON report and sets C(edgeai_report).
       - C(failed) records, in the rescue of a device play, a task of the device that failed on the
         controller (O(error)) during O(during).
     type: str
     required: true
-    choices: [start, targets, preflight, plan, deploy, stage, verdict, rollback, report, failed]
+    choices: [start, targets, preflight, plan, wave, deploy, stage, verdict, rollback, report, failed]
   release:
     description:
       - The release for O(step=start); see C(playbooks/examples/release.yml). Defaults to the variable
@@ -90,7 +91,8 @@ options:
   name:
     description:
       - The model, when the role is used on its own (outside C(deploy_model.yml)); with it, O(version),
-        O(artifact), O(config) and O(smoke_test) make the release.
+        O(artifact), O(config) and O(smoke_test) make the release. With a run (O(rollout)) the five are
+        ignored: the run's release decides.
     type: str
   version:
     description: The version to serve, with O(name).
@@ -105,7 +107,8 @@ options:
     description: The smoke test (or one per platform or group), with O(name).
     type: dict
   soak_seconds:
-    description: For O(step=deploy), how long the new version must stay healthy (a canary's soak).
+    description:
+      - For O(step=deploy) and O(step=wave), how long the new version must stay healthy (a canary's soak).
     type: int
   reason:
     description: For O(step=rollback), why (it goes into the C(rolled_back) event).

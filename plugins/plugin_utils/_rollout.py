@@ -94,6 +94,16 @@ OPTIONS = {
 }
 
 
+def device_settings(settings, rollout=None):
+    """A device's settings for one step. In a rollout the run decides what the role's variables
+    would: the activate phase downloads nothing, and the run's download rate limit applies."""
+    out = dict(settings or {})
+    if rollout:
+        out["require_staged"] = rollout.get("phase") == "activate"
+        out["rate_limit"] = rollout.get("download_rate_limit") or 0
+    return out
+
+
 def _int(name, value, minimum=0):
     if isinstance(value, bool):
         raise ReleaseError(f"edgeai_{name} must be a whole number, got {value!r}")

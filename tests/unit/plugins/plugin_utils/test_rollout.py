@@ -61,6 +61,18 @@ def test_bad_options_are_named(over, message):
 
 
 # -- the release ---------------------------------------------------------------------------
+def test_a_run_decides_require_staged_and_the_rate_limit_the_role_would():
+    role = {"require_staged": True, "rate_limit": 500, "run_id": "", "artifacts_dir": "/a"}
+    assert r.device_settings(role) == role
+    assert r.device_settings(role, {}) == role
+    stage = {"phase": "stage", "download_rate_limit": 0, "run_id": "R"}
+    assert r.device_settings(role, stage) == dict(role, require_staged=False, rate_limit=0)
+    activate = {"phase": "activate", "download_rate_limit": 1000, "run_id": "R"}
+    assert r.device_settings(role, activate) == dict(role, require_staged=True, rate_limit=1000)
+    assert r.device_settings(None, activate) == {"require_staged": True, "rate_limit": 1000}
+    assert role["rate_limit"] == 500  # the given settings are left as they were
+
+
 def test_a_release_is_normalised_to_keyed_entries():
     rel = r.validate_release({"model_name": "m", "model_version": "2",
                               "artifact": {"url": "https://x/m.tgz", "sha256": "SHA256:" + SHA.upper()},
