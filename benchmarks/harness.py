@@ -11,7 +11,6 @@ import itertools
 import os
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +46,8 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 @contextmanager
 def workdir(name: str) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix=f"edgeai-{name}-bench-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"edgeai-{name}-bench-", ignore_cleanup_errors=True) as path:
+        yield Path(path)
 
 
 def spawn(argv: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
@@ -139,18 +135,13 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
 
 def proc_tree(pid: int) -> list[int]:
     """pid and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo.extend(children.get(found[-1], []))
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError):
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    found = [pid]
+    for p in found:  # grows as it goes
+        found.extend(child for child, of in parent.items() if of == p)
     return found
 
 

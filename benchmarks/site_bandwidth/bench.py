@@ -3,12 +3,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Site bandwidth: bytes the centre serves when a 3-site fleet fetches a new model, with and without site caches.
 
-Three lab sites of its own, Coral USB hosts, the first of each site running the site cache
-(setup.yml); every device fetches a new image and a new https artifact with the roles' own tasks
-(fetch.yml), once without and once with the caches; the centre's logs and the sites' link counters
-say how many copies each site took (goal: one). It writes docs/benchmarks/site_bandwidth.png and
-removes its devices, images and files.
-
     .venv/bin/python -m benchmarks.site_bandwidth.bench [--devices-per-site 3]
 """
 
@@ -23,22 +17,23 @@ import re
 import secrets
 import shutil
 import ssl
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from edgeai_lab import access
+from edgeai_lab import access, core, services
+from webhook_receiver.testing import write_secret
 
-from benchmarks.harness import PLOTS, PROFILE_TASKS, Log, figure, loadavg, parser, ratio, table, task_times, workdir
+from benchmarks import harness
+from benchmarks.harness import PLOTS, PROFILE_TASKS, Log, figure, loadavg, parser, ratio, table, task_times
 
 HERE = Path(__file__).resolve().parent
 SITES = ["bw-north", "bw-south", "bw-east"]
 PROFILE = "coral-usb"  # nothing from a vendor repository is installed: the cheapest device
 PASSES = {"direct": "without cache", "cache": "with cache"}
 OBJECTS = {"image": "registry", "artifact": "artifacts"}  # object -> the service that serves it
-MB = 1e6
+MB, LAYERS, ARTIFACT_BYTES = 1e6, (3_000_000, 2_000_000), 6_000_000  # bytes of random data
 FETCH_TASKS = ("Pull the server image", "Stage the version on the device")  # the tasks that move the bytes
 log = Log("site_bandwidth")
 
@@ -48,16 +43,13 @@ def lookup(path: Path | str) -> str:
 
 
 def write_inventories(work: Path, status: dict[str, Any], fleet: dict[str, list[str]]) -> Path:
-    """hosts-direct.yml (no cache settings for the devices) and hosts-cache.yml (the same plus
-    edgeai_site_cache per site), with the lab's site settings (group_vars)."""
+    """hosts-direct.yml and hosts-cache.yml (the same plus edgeai_site_cache per site)."""
     pki, ca = Path(status["state_dir"]) / "pki", "{{ lookup('ansible.builtin.file', edge_lab_ca_cert) }}"
     sites: dict[str, Any] = {}
     caches: dict[str, Any] = {}
     for site, names in fleet.items():
         cache, address = names[0], status["devices"][names[0]]["address"]
-        password = work / f"{site}-device-password"
-        password.write_text(secrets.token_urlsafe(18) + "\n")
-        password.chmod(0o600)
+        password = write_secret(work / f"{site}-device-password", secrets.token_urlsafe(18))
         gateway = re.sub(r"\.\d+$", ".1", address)
         sites[f"site_{site.replace('-', '_')}"] = {
             "hosts": {d: {"ansible_host": "127.0.0.1", "ansible_port": status["devices"][d]["port"], "edge_site": site}
@@ -89,15 +81,14 @@ def write_inventories(work: Path, status: dict[str, Any], fleet: dict[str, list[
 
 def ansible(work: Path, inventory: str, playbook: str, *extra: str) -> tuple[float, dict[str, float]]:
     """Run benchmarks/site_bandwidth/<playbook>; its seconds and the seconds per task (profile_tasks)."""
-    t = time.monotonic()
-    # SSH masters of our own: after the devices go, their ports may be given to someone else's
-    env = access.playbook_env(work / "cp", **PROFILE_TASKS)
-    proc = access.run_playbook_ok(work / "inventory" / inventory, HERE / playbook, *extra, env=env, timeout=300)
-    return time.monotonic() - t, task_times(proc.stdout)
+    env = access.playbook_env(work / "cp", **PROFILE_TASKS)  # SSH masters of our own
+    wall, _cpu, proc = harness.timed(lambda: access.run_playbook_ok(
+        work / "inventory" / inventory, HERE / playbook, *extra, env=env, timeout=300))
+    return wall, task_times(proc.stdout)
 
 
 class Centre:
-    """The lab's central registry and artifact store, as the benchmark's own objects need them."""
+    """The lab's central registry and artifact store."""
 
     def __init__(self, status: dict[str, Any], work: Path) -> None:
         self.status, self.work = status, work
@@ -115,34 +106,25 @@ class Centre:
         with urllib.request.urlopen(req, timeout=30, context=self.context) as resp:
             return resp.headers, resp.read()
 
-    def push_image(self, repo: str, layers: list[int]) -> tuple[str, dict[str, int]]:
-        """An image of random layers FROM scratch, built here and pushed to the centre.
-        Returns its central name (as devices see it) and digest -> size of its config and layers."""
+    def push_image(self, repo: str, layers: tuple[int, ...]) -> tuple[str, dict[str, int]]:
+        """An image of random layers FROM scratch pushed to the centre: its name, digest -> size of its blobs."""
         context = self.work / f"build-{repo.rsplit('/', 1)[-1]}"
         context.mkdir()
         for i, size in enumerate(layers):
             (context / f"layer{i}.bin").write_bytes(os.urandom(size))
-        (context / "Dockerfile").write_text("\n".join(["FROM scratch"] + [f"COPY layer{i}.bin /models/layer{i}.bin"
-                                                                          for i in range(len(layers))]) + "\n")
-        registry = self.status["registry"]["host_address"]
-        host_ref = f"{registry}/{repo}:1"
-        (self.work / "docker-config").mkdir(mode=0o700, exist_ok=True)
-        env = dict(os.environ, DOCKER_CONFIG=str(self.work / "docker-config"))
-        for argv, stdin in ((["docker", "login", registry, "-u", self.creds["username"], "--password-stdin"],
-                             self.creds["password"]), (["docker", "build", "-q", "-t", host_ref, str(context)], None),
-                            (["docker", "push", "-q", host_ref], None), (["docker", "rmi", host_ref], None)):
-            proc = subprocess.run(argv, input=stdin, env=env, capture_output=True, text=True, timeout=300, check=False)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{' '.join(argv[:2])}: {proc.stderr[-2000:]}")
-            if argv[1] == "push":
-                self.pushed.append(repo)
+        copies = "".join(f"COPY layer{i}.bin /models/layer{i}.bin\n" for i in range(len(layers)))
+        (context / "Dockerfile").write_text("FROM scratch\n" + copies)
+        core.docker("build", "-q", "-t", repo, str(context), timeout=300)
+        self.pushed.append(repo)
+        services.push_image(repo, repo, ["1"], self.creds)  # as the lab pushes its own images
+        core.docker("rmi", repo, check=False)
         shutil.rmtree(context)
         manifest = json.loads(self._registry(f"/v2/{repo}/manifests/1")[1])
         return (f"{self.status['registry']['host']}/{repo}:1",
                 {b["digest"]: b["size"] for b in [manifest["config"], *manifest["layers"]]})
 
     def put_artifact(self, name: str, size: int) -> tuple[str, str]:
-        """A file of random bytes in the artifact store; returns its URL (as devices see it) and sha256."""
+        """A file of random bytes in the artifact store: its URL and sha256."""
         payload = os.urandom(size)
         path = Path(self.status["artifacts"]["root"]) / name
         self.files.append(path)
@@ -153,8 +135,8 @@ class Centre:
         return self.logs[0].stat().st_size, self.logs[1].stat().st_size
 
     def served(self, offsets: tuple[int, int], sources: dict[str, str], blobs: set[str], artifact: str) -> dict:
-        """Per site: bytes of the object's blobs / file the centre sent it since offsets, how many
-        responses that took, and every other response's bytes (manifests, probes) per service."""
+        """Per site since offsets: bytes of the object's blobs / file sent, in how many responses, and the
+        other responses' bytes (manifests, probes) per service."""
         keys = ("image", "image_gets", "artifact", "artifact_gets", "registry_other", "artifacts_other")
         out = {site: dict.fromkeys(keys, 0) for site in sources}
         by_source = {source: site for site, source in sources.items()}
@@ -205,11 +187,11 @@ def link_bytes(site: str) -> dict[str, int]:
         "bytes"].items()}
 
 
-def run_pass(work: Path, centre: Centre, sources: dict[str, str], name: str, args: Any, version: int) -> dict:
+def run_pass(work: Path, centre: Centre, sources: dict[str, str], name: str, version: int) -> dict:
     """Objects new to everyone, fetched by every device at once; what the centre served per site."""
     tag = f"{name}-{secrets.token_hex(4)}"
-    ref, blobs = centre.push_image(f"edgeai-bench/site-bandwidth-{tag}", [int(x) for x in args.layers.split(",")])
-    url, sha256 = centre.put_artifact(f"site-bandwidth-{tag}.bin", args.artifact_bytes)
+    ref, blobs = centre.push_image(f"edgeai-bench/site-bandwidth-{tag}", LAYERS)
+    url, sha256 = centre.put_artifact(f"site-bandwidth-{tag}.bin", ARTIFACT_BYTES)
     records = work / "records"
     shutil.rmtree(records, ignore_errors=True)
     records.mkdir()
@@ -221,7 +203,7 @@ def run_pass(work: Path, centre: Centre, sources: dict[str, str], name: str, arg
     served = centre.served(offsets, sources, set(blobs), url.rsplit("/", 1)[1])
     for site in SITES:
         served[site]["link"] = {s: after[site].get(s, 0) - before[site].get(s, 0) for s in after[site]}
-    return {"image_size": sum(blobs.values()), "blobs": len(blobs), "artifact_size": args.artifact_bytes,
+    return {"image_size": sum(blobs.values()), "blobs": len(blobs), "artifact_size": ARTIFACT_BYTES,
             "seconds": seconds, "fetch_s": sum(tasks.get(t, 0.0) for t in FETCH_TASKS), "sites": served,
             "records": {f.stem: json.loads(f.read_text()) for f in records.glob("*.json")}}
 
@@ -266,23 +248,20 @@ def report(result: dict[str, dict[str, Any]], per_site: int, notes: dict[str, An
     direct, cache = result["direct"], result["cache"]
     out = ["## Site bandwidth: one copy per site with the site cache", "",
            f"A fleet of {len(SITES)} sites ({', '.join(f'`{s}`' for s in SITES)}) of {per_site} lab devices each "
-           f"(Coral USB hosts) fetches a new model: a new image ({direct['blobs']} blobs: layers of random bytes FROM "
-           "scratch, pushed to the central registry) and a new https artifact (random bytes in the central artifact "
-           "store). All devices fetch at once (Ansible forks), through the collection's own tasks: "
-           "`roles/inference_server` `tasks/image.yml` pulls the image, `roles/model_deploy` `tasks/stage.yml` "
-           "stages the artifact (sha256 checked). **Without cache**: each device fetches from the centre. **With "
-           "cache**: the same inventory plus `edgeai_site_cache` per site; the first device of each site runs the "
-           "cache (`roles/site_cache`) and, like the others, fetches through it. The two passes run one after the "
-           "other in one run, each with objects of its own of the same sizes, new to the devices and to the caches. "
-           "**Centre served** = bytes of the object's blobs (central registry's log) or of the file (artifact "
-           "store's log) sent to the site's address (the lab gateway relays site n from 127.213.n.1); **link** = "
-           "everything that crossed the site's link from the centre in that pass (`lab link SITE --json`, bytes "
-           "down of the registry or artifacts service: TLS, headers, manifests and login probes included). Copies = "
-           "bytes / object size. Setup (devices added; `container_engine` on every device, `site_cache` on the "
-           f"cache hosts) took {notes['setup_s']:.0f} s and is not part of the measure, removing it all "
-           f"{notes['clean_s']:.0f} s; the whole run took {notes['total_s']:.0f} s (1-minute load average "
-           f"{notes['load_before']} before, {notes['load_after']} after; the machine's {os.cpu_count()} cores are "
-           "shared).", "", notes["plot"], ""]
+           f"(Coral USB hosts) fetches a new model at once (Ansible forks): a new image ({direct['blobs']} blobs: "
+           "random layers FROM scratch in the central registry) and a new https artifact (random bytes in the "
+           "central artifact store), with the collection's own tasks (`roles/inference_server` `tasks/image.yml`, "
+           "`roles/model_deploy` `tasks/stage.yml`, sha256 checked). **Without cache**: each device fetches from the "
+           "centre. **With cache**: the same inventory plus `edgeai_site_cache` per site; the first device of each "
+           "site runs the cache (`roles/site_cache`) and fetches through it like the others. The passes run one "
+           "after the other, each with new objects of the same sizes. **Centre served** = bytes of the object's "
+           "blobs or file sent to the site's address, from the registry's and artifact store's logs (the lab "
+           "gateway relays site n from 127.213.n.1); **link** = all that crossed the site's link from the centre in "
+           "the pass (`lab link SITE --json`: TLS, headers, manifests and login probes included). Copies = bytes / "
+           "object size. Setup (devices added; `container_engine` on every device, `site_cache` on the cache hosts) "
+           f"took {notes['setup_s']:.0f} s (not measured), removing it all {notes['clean_s']:.0f} s; the whole run "
+           f"{notes['total_s']:.0f} s (1-minute load average {notes['load_before']} before, {notes['load_after']} "
+           f"after; the machine's {os.cpu_count()} cores are shared).", "", notes["plot"], ""]
 
     def row(label: str, sites: list[str], obj: str) -> tuple[str, ...]:
         objs = list(OBJECTS) if obj == "both" else [obj]
@@ -314,10 +293,9 @@ def report(result: dict[str, dict[str, Any]], per_site: int, notes: dict[str, An
             f"{other['direct']:,} bytes without cache, {other['cache']:,} with.",
             f"- Time (not this benchmark's measure): the fetch playbook took {direct['seconds']:.0f} s without cache "
             f"and {cache['seconds']:.0f} s with it, of which the two tasks that move the bytes "
-            f"({' and '.join(FETCH_TASKS)}) {direct['fetch_s']:.1f} s and {cache['fetch_s']:.1f} s (profile_tasks). "
-            "With the cache each device first runs site_cache's client tasks (CA, probe, login) before each fetch, "
-            "and a new layer or slice goes centre -> cache -> device while the site's other devices wait for it; the "
-            "links are not shaped here, so nothing is gained in time. With the cache, "
+            f"({' and '.join(FETCH_TASKS)}) {direct['fetch_s']:.1f} s and {cache['fetch_s']:.1f} s (profile_tasks): "
+            "with the cache each device first runs site_cache's client tasks (CA, probe, login), and a new layer or "
+            "slice goes centre -> cache -> device while the others wait; the links are not shaped. With the cache, "
             + (f"devices that fell back to the centre: {', '.join(fell_back)}." if fell_back else
                "every device fetched through its site's cache (its own record says so).")]
     # the goal: one copy per site, per object, from the centre's logs
@@ -334,11 +312,9 @@ def report(result: dict[str, dict[str, Any]], per_site: int, notes: dict[str, An
                    "rest is TLS, HTTP headers, manifests and the devices' login probes, not object bytes.")
     elif worst > 1.0:
         over = ", ".join(f"{s} {o} {c:.2f} copies" for (s, o), c in per.items() if c > 1.0)
-        verdict = (f"**missed** by {worst - 1.0:.2f} copies at worst ({over}). More than one copy means that requests "
-                   "for the same layer or slice reached the centre more than once: a device fell back to the centre "
-                   "(listed above), or the cache's lock (`proxy_cache_lock`, held up to `site_cache_lock_timeout`) let "
-                   "a second request through; the site cache's log (`docker logs edgeai-site-cache`, `cache` MISS per "
-                   "request) tells which, and a lock that holds every request until the first fetch ends closes it.")
+        verdict = (f"**missed** by {worst - 1.0:.2f} copies at worst ({over}): a layer or slice reached the centre "
+                   "more than once, from a device that fell back to it (listed above) or past the cache's lock "
+                   "(`proxy_cache_lock`, up to `site_cache_lock_timeout`); `docker logs edgeai-site-cache` says which.")
     else:
         verdict = (f"**not measured**: a site got only {least:.2f} copies of an object with the cache, so the log did "
                    "not see the whole transfer (a log line missing or a source address not matched).")
@@ -348,8 +324,6 @@ def report(result: dict[str, dict[str, Any]], per_site: int, notes: dict[str, An
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__)
     ap.add_argument("--devices-per-site", type=int, default=3, help="devices per site, the cache host included")
-    ap.add_argument("--layers", default="3000000,2000000", help="bytes of random data per image layer")
-    ap.add_argument("--artifact-bytes", type=int, default=6_000_000, help="size of the artifact")
     args = ap.parse_args(argv)
     t0, load_before, status = time.monotonic(), loadavg(), access.status()
     if not status.get("up") or "site-cache" not in status.get("images", {}) or not status.get("artifacts"):
@@ -365,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             f"enough for {len(everyone)} more devices (about {access.INOTIFY_PER_DEVICE} each). Run when fewer lab "
             "devices are up, or raise the limit (scripts/host-setup).")
         return 1
-    with workdir("bw") as work:
+    with harness.workdir("bw") as work:
         centre = Centre(status, work)
         try:
             access.remove_devices([n for n in everyone if n in status["devices"]], log)  # left by an interrupted run
@@ -382,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             # the centre sees site n's relayed connections come from 127.213.<n>.1
             sources = {s: "127.213.{}.1".format(status["devices"][fleet[s][0]]["address"].split(".")[2])
                        for s in SITES}
-            result = {name: run_pass(work, centre, sources, name, args, version)
+            result = {name: run_pass(work, centre, sources, name, version)
                       for version, name in enumerate(PASSES, start=1)}
         finally:
             t_clean = time.monotonic()
@@ -390,10 +364,10 @@ def main(argv: list[str] | None = None) -> int:
             centre.clean()
             clean_s = time.monotonic() - t_clean
             log(f"devices, images and files removed in {clean_s:.0f} s")
+    plot = figure(log, PLOTS / "site_bandwidth.png", "bytes down each site's link, without and with the site cache",
+                  lambda plt: draw(plt, result, args.devices_per_site))
     notes = {"setup_s": setup_s, "total_s": time.monotonic() - t0, "clean_s": clean_s, "load_before": load_before,
-             "load_after": loadavg(), "plot": figure(log, PLOTS / "site_bandwidth.png", "bytes down each site's link, "
-                                                    "without and with the site cache",
-                                                    lambda plt: draw(plt, result, args.devices_per_site))}
+             "load_after": loadavg(), "plot": plot}
     print(report(result, args.devices_per_site, notes))
     return 0
 
