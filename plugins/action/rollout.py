@@ -176,9 +176,10 @@ class ActionModule(ActionBase):
             out[host] = record if record and record.get("run_id") == rollout["run_id"] else None
         return out
 
-    def _results(self, rollout, task_vars):
+    def _results(self, rollout, task_vars, hosts=None):
+        """Each device's result of this run, of `hosts` (default: every target) that have one."""
         out = {}
-        for host in rollout.get("targets", []):
+        for host in rollout.get("targets", []) if hosts is None else hosts:
             row = self._hostvar(task_vars, host, "model_deploy_result")
             if row and row.get("run_id") == rollout["run_id"]:
                 out[host] = row
@@ -196,12 +197,15 @@ class ActionModule(ActionBase):
     def _step_verdict(self, args, task_vars):
         rollout = self._rollout(args, task_vars)
         plan = self._hostvar(task_vars, "localhost", "edgeai_plan") or {}
-        results = self._results(rollout, task_vars)
-        outcomes = {h: r.get("result") for h, r in results.items()}
-        abort = engine.wave_verdict(plan, int(args.get("wave") or 0), outcomes, rollout)
+        wave = int(args.get("wave") or 0)
+        outcomes, unread = engine.done_hosts_to_read(plan, wave, self._hostvar(task_vars, "localhost", "edgeai_tally"),
+                                                     rollout["run_id"])
+        outcomes.update({h: r.get("result") for h, r in self._results(rollout, task_vars, unread).items()})
+        abort = engine.wave_verdict(plan, wave, outcomes, rollout)
         if abort:
-            abort["rollback"] = engine.rollback_candidates(results, rollout)
-        return {"changed": False, "ansible_facts": {"edgeai_abort": abort}}
+            abort["rollback"] = engine.rollback_candidates(self._results(rollout, task_vars), rollout)
+        return {"changed": False, "ansible_facts": {
+            "edgeai_abort": abort, "edgeai_tally": {"run_id": rollout["run_id"], "outcomes": outcomes}}}
 
     def _step_failed(self, args, task_vars):
         """A device's task failed on the controller: record it (the rescue of a device play)."""

@@ -46,7 +46,8 @@ options:
       - C(plan) cuts the ready devices into a canary wave and per-site waves (C(edgeai_plan)).
       - C(deploy), C(stage), C(rollback) do a device's work and set C(model_deploy_result); C(wave) is
         C(deploy) or C(rollback), as the run's action (O(rollout)) says.
-      - C(verdict) decides after wave O(wave) whether the rollout goes on (C(edgeai_abort)).
+      - C(verdict) decides after wave O(wave) whether the rollout goes on (C(edgeai_abort)); C(edgeai_tally)
+        keeps the results it has read, so each verdict reads only the devices it has none for yet.
       - C(report) writes the JSON report and sets C(edgeai_report).
       - C(failed) records, in the rescue of a device play, a task of the device that failed on the
         controller (O(error)) during O(during).
@@ -92,7 +93,7 @@ options:
     description:
       - The model, when the role is used on its own (outside C(deploy_model.yml)); with it, O(version),
         O(artifact), O(config) and O(smoke_test) make the release. With a run (O(rollout)) the five are
-        ignored: the run's release decides.
+        ignored, as the run's release decides.
     type: str
   version:
     description: The version to serve, with O(name).

@@ -623,6 +623,16 @@ def budget_exceeded(failed, executed, percent, min_executed=1):
     return failed * 100.0 >= float(percent) * executed and failed > 0
 
 
+def done_hosts_to_read(plan, wave, tally, run_id):
+    """(the tally so far, the devices whose results to read) after wave ``wave``: the tally
+    keeps each result of this run's done waves once it is read, so every verdict reads only
+    the devices it has no result for yet (this wave's, and any that had none before), not the
+    whole fleet again. A tally of another run (deploy_model.yml imported twice) starts over."""
+    outcomes = dict(tally["outcomes"]) if tally and tally.get("run_id") == run_id else {}
+    done = [h for w in plan["waves"][: wave + 1] for h in w]
+    return outcomes, [h for h in done if h not in outcomes]
+
+
 def wave_verdict(plan, wave, results, options):
     """After wave ``wave``: {} to go on, or the abort (wave, failed devices, reason).
     ``results`` maps host -> result string for the devices that have one; a device of a done

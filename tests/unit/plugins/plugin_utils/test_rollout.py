@@ -529,3 +529,16 @@ def test_a_device_whose_inventory_does_not_say_its_platform_is_checked_in_its_pr
     assert record["status"] == "preflight_failed" and "no smoke test for platform coral" in record["reason"]
     accepted = r.device_status(info(device={"platform": "coral"}), rel, "deploy", "all", [])
     assert accepted["status"] == "ready" and accepted["smoke"] == "none"
+
+
+def test_each_verdict_reads_only_the_devices_it_has_no_result_for():
+    plan = {"waves": [["c1"], ["a1", "b1"], ["a2", "b2"]]}
+    assert r.done_hosts_to_read(plan, 0, None, "R") == ({}, ["c1"])
+    tally = {"run_id": "R", "outcomes": {"c1": "updated"}}
+    assert r.done_hosts_to_read(plan, 1, tally, "R") == ({"c1": "updated"}, ["a1", "b1"])
+    # a1 had no result yet (unreachable): it is read again after the next wave
+    tally = {"run_id": "R", "outcomes": {"c1": "updated", "b1": "failed"}}
+    assert r.done_hosts_to_read(plan, 2, tally, "R") == ({"c1": "updated", "b1": "failed"}, ["a1", "a2", "b2"])
+    # another run's tally (deploy_model.yml imported twice in one playbook) is not this run's
+    assert r.done_hosts_to_read(plan, 1, tally, "S") == ({}, ["c1", "a1", "b1"])
+    assert tally["outcomes"] == {"c1": "updated", "b1": "failed"}  # the given tally is left as it was
