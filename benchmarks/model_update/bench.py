@@ -3,12 +3,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Model update under load: failed requests and latency while a new model version is deployed.
 
-Two lab devices of its own (Triton on an AGX Orin, the LiteRT server on a Coral USB host) serve the
-demo model under steady load through SSH tunnels; deploy_model.yml (an in-place load) and a naive
-container replacement (a prebuilt image, `docker stop/rm/run`) each deploy the next version; every
-request is recorded and split into windows (steady, during, after), as the section it prints says.
-It writes the latency-over-time plot docs/benchmarks/model_update.png and removes its devices.
-
     .venv/bin/python -m benchmarks.model_update.bench [--workers 3] [--interval-ms 25] [--servers triton,litert]
 """
 
@@ -33,7 +27,6 @@ from benchmarks.harness import PLOTS, Log, children_cpu, figure, fmt, http_load,
 
 SITE, MODEL, SERVER_PORT = "bench-site", "detector", 8000
 CONTAINER = "edgeai-inference"  # the inference_server role's default container name
-PLOT = PLOTS / "model_update.png"
 SERVERS: dict[str, dict[str, Any]] = {
     "triton": {"device": f"{SITE}-orin", "profile": "agx-orin", "platform": "jetson", "label": "Triton (AGX Orin)",
                "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [4], "data": [1, 2, 3, 4]}]},
@@ -42,13 +35,15 @@ SERVERS: dict[str, dict[str, Any]] = {
                "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
 }
 METHODS = {"ours": "ours (in-place load)", "naive": "naive (new container)"}
-SETTLE_S = 2.0  # the "during" window ends this long after the new version first answered
+# seconds: load before the deployment, the "during" window's end after the new version first answered,
+# load after that window, the time cap of one measured run
+BEFORE_S, SETTLE_S, AFTER_S, CAP_S = 6.0, 2.0, 5.0, 120.0
 log = Log("model_update")
 
 
 class Device(access.Ssh):
-    """A device of the bench's own, with the cpuacct cgroup of its container: its systemd, sshd, dockerd
-    and whatever Ansible runs there (the server's container has a cgroup of its own, outside it)."""
+    """A device of the bench's own, with the cpuacct cgroup of its container (systemd, sshd, dockerd and
+    what Ansible runs there; the server's container has a cgroup of its own)."""
 
     def __init__(self, name: str, added: dict[str, Any]) -> None:
         super().__init__(name, added["port"], added["identity_file"])
@@ -57,13 +52,9 @@ class Device(access.Ssh):
         cgroup = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage")
         self.cgroup = cgroup if cid and cgroup.exists() else None
 
-    def sh(self, command: str, **kwargs: Any) -> str:
-        return self.run(command, **kwargs).stdout
-
 
 def write_inventory(work: Path, devices: dict[str, Device], first: Path) -> Path:
-    """An inventory of this benchmark's devices only, with the lab's site settings (group_vars);
-    bootstrap.yml makes each device serve the release `first` (inference_server_model)."""
+    """An inventory of this benchmark's devices, each to serve the release `first` after bootstrap.yml."""
     release = yaml.safe_load(first.read_text())["edgeai_release"]
     hosts = {dev.name: {"ansible_host": "127.0.0.1", "ansible_port": dev.port, "edge_site": SITE,
                         "edge_platform": SERVERS[kind]["platform"], "edge_hardware": SERVERS[kind]["profile"],
@@ -76,21 +67,18 @@ def write_inventory(work: Path, devices: dict[str, Device], first: Path) -> Path
 
 
 def naive_prepare(dev: Device, artifact: Path, tag: str) -> list[str]:
-    """Build <tag> on the device: FROM the running server's image, the model baked into /models.
-    Returns the `docker run` arguments that replace the running container with it (same flags)."""
-    info = json.loads(dev.sh(f"docker inspect {CONTAINER}"))[0]
+    """Build <tag> on the device FROM the running server's image, the model baked into /models; the
+    `docker run` arguments that replace the running container with it (same flags)."""
+    info = json.loads(dev.run(f"docker inspect {CONTAINER}").stdout)[0]
     ctx = f"/tmp/edgeai-naive-{tag.replace('/', '-').replace(':', '-')}"
-    dev.sh(f"rm -rf {ctx} && mkdir -p {ctx} && tar -xzf - -C {ctx}", input=artifact.read_bytes())
-    dev.sh(f"cat > {ctx}/Dockerfile && docker build -q -t {tag} {ctx}", timeout=300,
-           input=f"FROM {info['Config']['Image']}\nCOPY {MODEL} /models/{MODEL}\n")
+    dev.run(f"rm -rf {ctx} && mkdir -p {ctx} && tar -xzf - -C {ctx}", input=artifact.read_bytes())
+    dev.run(f"cat > {ctx}/Dockerfile && docker build -q -t {tag} {ctx}", timeout=300,
+            input=f"FROM {info['Config']['Image']}\nCOPY {MODEL} /models/{MODEL}\n")
     host, config = info["HostConfig"], info["Config"]
-    args = ["docker", "run", "-d", "--name", CONTAINER]
-    if host.get("RestartPolicy", {}).get("Name"):
-        args += ["--restart", host["RestartPolicy"]["Name"]]
-    if host.get("Runtime") and host["Runtime"] != "runc":
-        args += ["--runtime", host["Runtime"]]
-    if host.get("Memory"):
-        args += ["--memory", str(host["Memory"])]
+    policy, runtime, entry = host.get("RestartPolicy", {}).get("Name"), host.get("Runtime"), config.get("Entrypoint")
+    args = ["docker", "run", "-d", "--name", CONTAINER, *(["--restart", policy] if policy else []),
+            *(["--runtime", runtime] if runtime and runtime != "runc" else []),
+            *(["--memory", str(host["Memory"])] if host.get("Memory") else [])]
     for cport, binds in sorted((host.get("PortBindings") or {}).items()):
         args += [a for b in binds for a in ("-p", f"{b['HostIp'] + ':' if b['HostIp'] else ''}{b['HostPort']}:"
                                                   f"{cport.split('/')[0]}")]
@@ -100,33 +88,18 @@ def naive_prepare(dev: Device, artifact: Path, tag: str) -> list[str]:
              for a in ("-v", f"{m['Source']}:{m['Destination']}{'' if m.get('RW', True) else ':ro'}")]
     args += [a for label, value in sorted((config.get("Labels") or {}).items()) if label.startswith("io.edgeai.")
              for a in ("--label", f"{label}={value}")]
-    entry = config.get("Entrypoint") or []
-    return args + (["--entrypoint", entry[0]] if entry else []) + [tag, *entry[1:], *(config.get("Cmd") or [])]
+    return args + (["--entrypoint", entry[0]] if entry else []) + [tag, *(entry or [])[1:], *(config.get("Cmd") or [])]
 
 
-class Load:
-    """--workers closed-loop clients, each sending one request every --interval-ms, and samples of the
-    CPU time of the machine and of the device, until finish()."""
+def measure(dev: Device, port: int, inputs: list[dict[str, Any]], deploy: Callable[[], tuple[int, str]], old: int,
+            new: int, args: Any) -> dict[str, Any]:
+    """--workers clients each sending a request every --interval-ms, and CPU samples of the machine and the
+    device; the deployment starts after BEFORE_S; the load ends SETTLE_S + AFTER_S after the new version
+    first answered (or 10 s after the deployment gave up, or at the time cap)."""
+    stop, seen, load, result = threading.Event(), threading.Event(), {}, {}
+    cpu: list[tuple[float, int, int, int]] = []  # (time, busy and all jiffies of the machine, device CPU ns)
 
-    def __init__(self, port: int, inputs: list[dict[str, Any]], args: Any, cgroup: Path | None, new: int) -> None:
-        self.cgroup, self.new_version, self.args = cgroup, new, args
-        self.stop, self.new_version_seen = threading.Event(), threading.Event()
-        self.t0, self.wall0 = time.monotonic(), time.time()  # the same instant on the wall clock, for the server's log
-        self.deadline = self.t0 + args.cap_s
-        # (time, busy jiffies, all jiffies) of the whole machine, CPU ns of the device outside the server
-        self.cpu: list[tuple[float, int, int, int]] = []
-        self.result: dict[str, Any] = {}
-        self.threads = [threading.Thread(target=self._load, args=(port, json.dumps({"inputs": inputs}).encode()),
-                                         daemon=True), threading.Thread(target=self._cpu_sampler, daemon=True)]
-        for t in self.threads:
-            t.start()
-
-    def _load(self, port: int, body: bytes) -> None:
-        self.result = http_load(port, f"/v2/models/{MODEL}/infer", lambda _k: body, 2**62, self.args.workers,
-                                self.args.cap_s, pace_s=self.args.interval_ms / 1000, stop=self.stop, timeout=10,
-                                check=self._check)
-
-    def _check(self, status: int, raw: bytes, _k: int) -> tuple[bool, int | str]:
+    def check(status: int, raw: bytes, _k: int) -> tuple[bool, int | str]:
         """A right answer notes the version that gave it (version N answers [N, 2N, 3N, 4N])."""
         if status != 200:
             return False, f"HTTP {status}"
@@ -134,67 +107,65 @@ class Load:
         version = round(data[0])
         if data != [float(version * k) for k in (1, 2, 3, 4)]:
             return False, "wrong answer"
-        if version == self.new_version:
-            self.new_version_seen.set()
+        if version == new:
+            seen.set()
         return True, version
 
-    def _cpu_sampler(self) -> None:
-        while not self.stop.is_set() and time.monotonic() < self.deadline:
+    def sample_cpu() -> None:
+        while not stop.is_set() and time.monotonic() < deadline:
             fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-            device_ns = int(self.cgroup.read_text()) if self.cgroup else 0
+            device_ns = int(dev.cgroup.read_text()) if dev.cgroup else 0
             # busy = all but idle + iowait
-            self.cpu.append((time.monotonic() - self.t0, sum(fields) - fields[3] - fields[4], sum(fields), device_ns))
-            self.stop.wait(0.5)
-
-    def finish(self) -> list[tuple[float, float, bool, int | None, str]]:
-        """Every request: (sent, seconds since the load started; latency; ok; the version; the error)."""
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=15)
-        offset = self.result.get("start", self.t0) - self.t0
-        return sorted((sent + offset, lat, ok, note if ok else None, "" if ok else note)
-                      for _k, sent, lat, ok, note in self.result.get("records", []))
-
-
-def measure(dev: Device, port: int, inputs: list[dict[str, Any]], deploy: Callable[[], tuple[int, str]], old: int,
-            new: int, args: Any) -> dict[str, Any]:
-    """Steady load; the deployment starts after --before-s; the load ends SETTLE_S + --after-s
-    after the new version first answered (or 10 s after the deployment gave up, or at the time cap)."""
-    load = Load(port, inputs, args, dev.cgroup, new)
-    result: dict[str, Any] = {}
-    time.sleep(args.before_s)
-    t_deploy = time.monotonic() - load.t0
+            cpu.append((time.monotonic() - t0, sum(fields) - fields[3] - fields[4], sum(fields), device_ns))
+            stop.wait(0.5)
 
     def run_deploy() -> None:
-        t, cpu = time.monotonic(), children_cpu()
+        t, cpu_s = time.monotonic(), children_cpu()
         try:
             result["rc"], result["output"] = deploy()
         except subprocess.TimeoutExpired:
-            result["rc"], result["output"] = -1, f"killed after the time cap (--cap-s {args.cap_s:g})"
+            result["rc"], result["output"] = -1, f"killed after the time cap ({CAP_S:g} s)"
         # this process waits for no other child meanwhile: this is the command's own CPU (Ansible and its ssh)
-        result.update(deploy_s=time.monotonic() - t, deploy_cpu_s=children_cpu() - cpu, ended=time.monotonic())
+        result.update(deploy_s=time.monotonic() - t, deploy_cpu_s=children_cpu() - cpu_s, ended=time.monotonic())
 
+    body = json.dumps({"inputs": inputs}).encode()
+    t0, wall0 = time.monotonic(), time.time()  # the same instant on the wall clock, for the server's log
+    deadline = t0 + CAP_S
+    threads = [threading.Thread(target=lambda: load.update(http_load(
+        port, f"/v2/models/{MODEL}/infer", lambda _k: body, 2**62, args.workers, CAP_S,
+        pace_s=args.interval_ms / 1000, stop=stop, timeout=10, check=check)), daemon=True),
+        threading.Thread(target=sample_cpu, daemon=True)]
+    for t in threads:
+        t.start()
+    time.sleep(BEFORE_S)
+    t_deploy = time.monotonic() - t0
     deployer = threading.Thread(target=run_deploy, daemon=True)
     deployer.start()
-    while not load.new_version_seen.wait(0.1):
+    while not seen.wait(0.1):
         # the deployment ended 10 s ago and the new version never answered, or the time cap
-        if ("ended" in result and time.monotonic() > result["ended"] + 10) or time.monotonic() > load.deadline:
+        if ("ended" in result and time.monotonic() > result["ended"] + 10) or time.monotonic() > deadline:
             break
-    if load.new_version_seen.is_set():
-        time.sleep(SETTLE_S + args.after_s)
-    records = load.finish()
-    deployer.join(timeout=max(1.0, load.deadline - time.monotonic() + 60))
+    if seen.is_set():
+        time.sleep(SETTLE_S + AFTER_S)
+    stop.set()
+    for t in threads:
+        t.join(timeout=15)
+    offset = load.get("start", t0) - t0
+    # every request: (sent, seconds since the load started; latency; ok; the version; the error)
+    records = sorted((sent + offset, lat, ok, note if ok else None, "" if ok else note)
+                     for _k, sent, lat, ok, note in load.get("records", []))
+    deployer.join(timeout=max(1.0, deadline - time.monotonic() + 60))
     if deployer.is_alive():
         result.setdefault("rc", -1)
         result.setdefault("output", "still running at the time cap")
-    return dict(result, records=records, t_deploy=t_deploy, old=old, new=new, wall0=load.wall0, cpu=load.cpu)
+    return dict(result, records=records, t_deploy=t_deploy, old=old, new=new, wall0=wall0, cpu=cpu)
 
 
 def server_log(dev: Device, since: float) -> list[tuple[float, str]]:
-    """The server container's log lines about the model since the epoch time `since`:
-    (epoch seconds, line) from the engine's timestamps (device and controller share a clock)."""
+    """(epoch seconds, line) of the server's log lines about the model since `since` (one clock for all)."""
     events = []
-    for line in dev.sh(f"docker logs --timestamps --since {since:.3f} {CONTAINER} 2>&1", timeout=60).splitlines():
+    logs = dev.run(f"docker logs --timestamps --since {since:.3f} {CONTAINER} 2>&1", timeout=60).stdout
+    for line in logs.splitlines():
         stamp, _, rest = line.partition(" ")
         with contextlib.suppress(ValueError):
             if MODEL in rest:
@@ -204,9 +175,8 @@ def server_log(dev: Device, since: float) -> list[tuple[float, str]]:
 
 
 def server_load(run: dict[str, Any]) -> tuple[float, float] | None:
-    """When the server began and finished loading the new version, in seconds since the deployment
-    started, from its log: Triton's "loading: <model>:<version>" and "successfully loaded", the
-    LiteRT server's "model loaded" and its load_s. None when the log does not say."""
+    """When the server began and finished loading the new version (seconds since the deployment started),
+    from Triton's "loading:" and "successfully loaded" or the LiteRT server's "model loaded" and load_s."""
     start = None
     for when, line in run.get("events", []):
         at = when - run["wall0"] - run["t_deploy"]
@@ -229,8 +199,7 @@ def window(recs: list[tuple[float, float, bool, int | None, str]], start: float,
 
 
 def cpu_use(run: dict[str, Any], start: float, end: float) -> tuple[float, float]:
-    """Between start and end (seconds since the deployment started): the share of the machine's CPU
-    time that was busy, and the cores the device used outside the server's container."""
+    """Between start and end: the busy share of the machine's CPU, the device's cores outside the server."""
     inside = [c for c in run["cpu"] if start <= c[0] - run["t_deploy"] <= end]
     if len(inside) < 2 or inside[-1][2] == inside[0][2]:
         return float("nan"), float("nan")
@@ -315,26 +284,20 @@ def report(sums: dict[tuple[str, str], dict[str, Any]], args: Any, notes: dict[s
     out = ["## Model update under load", "",
            "A new model version deployed to a serving device under steady inference load. **Ours**: "
            "`playbooks/deploy_model.yml` with the next release, limited to the device (`-e edgeai_targets=<device>`): "
-           "the artifact is staged and the new version loaded in place in the running server, gated by its smoke "
-           "test (canary soak shortened to 1 s: it runs after the swap). **Naive** (the baseline): an image FROM the "
-           "server's image with the new version baked into `/models`, built on the device before the measured window "
-           "(so only the deployment of a prebuilt image is timed), then `docker stop` + `docker rm` + `docker run` "
-           "of the new container with the same ports and flags, over SSH. "
-           f"Two lab devices of the benchmark's own on site `{SITE}`, an AGX Orin running Triton (the CPU stand-in "
-           "image) and a Coral USB host running the LiteRT server, brought from nothing to serving v1 of the demo "
-           "model (`scripts/demo-release`: version N answers [N, 2N, 3N, 4N]) by `bootstrap.yml` (event relay left "
-           "out; `inference_server_model` set per device); then on each device ours goes v1 -> v2 and naive v2 -> "
-           f"v3. Load: {args.workers} closed-loop client threads, each sending one request every "
-           f"{args.interval_ms:g} ms (at most {args.workers * 1000 / args.interval_ms:,.0f} req/s; never more than "
-           "one in flight per thread), keep-alive `http.client` connections through an SSH tunnel to the server's "
-           "port on the device, KServe v2 JSON. A request fails on a broken connection, an HTTP error or a wrong "
-           "answer; percentiles are over the successful requests. Windows by send time: steady = from 1 s after the "
-           f"load starts to the deployment's start ({args.before_s:g} s of load first); during = from the "
-           f"deployment's start until {SETTLE_S:g} s after the first request that the new version answered; after = "
-           f"the {args.after_s:g} s that follow. The devices' servers, Ansible, the SSH tunnel and the client share "
-           f"the machine's {os.cpu_count()} cores with other work (1-minute load average {notes['load_before']} "
-           f"before, {notes['load_after']} after). Setup (not measured): devices added, bootstrapped and serving v1 "
-           f"in {notes['setup_s']:.0f} s; whole run {notes['total_s']:.0f} s.", "", notes["plot"], ""]
+           "staged and loaded in place in the running server, gated by its smoke test (canary soak 1 s). **Naive** "
+           "(the baseline): an image FROM the server's with the new version in `/models`, built on the device "
+           "beforehand (only deploying it is timed), then `docker stop` + `rm` + `run` with the same ports and flags, "
+           f"over SSH. Two lab devices of its own on site `{SITE}`, an AGX Orin running Triton (the CPU stand-in) and "
+           "a Coral USB host running the LiteRT server, bootstrapped (`bootstrap.yml`, no event relay) to serve v1 of "
+           "the demo model (version N answers [N, 2N, 3N, 4N]); ours goes v1 -> v2, naive v2 -> v3. Load: "
+           f"{args.workers} closed-loop client threads, one request every {args.interval_ms:g} ms each (at most "
+           f"{args.workers * 1000 / args.interval_ms:,.0f} req/s), keep-alive connections through an SSH tunnel, "
+           "KServe v2 JSON; a broken connection, an HTTP error or a wrong answer is a failure, percentiles are over "
+           "the successful requests. Windows by send time: steady = from 1 s after the load starts to the "
+           f"deployment's start ({BEFORE_S:g} s of load first); during = until {SETTLE_S:g} s after the new version "
+           f"first answered; after = the {AFTER_S:g} s that follow. All on the machine's {os.cpu_count()} shared "
+           f"cores (1-minute load average {notes['load_before']} before, {notes['load_after']} after). Setup (not "
+           f"measured): {notes['setup_s']:.0f} s; whole run {notes['total_s']:.0f} s.", "", notes["plot"], ""]
     rows = []
     for (kind, method), s in sums.items():
         w = [s["steady"], s["during"], s["after"]]
@@ -398,26 +361,21 @@ def verdicts(label: str, ours: dict[str, Any], naive: dict[str, Any]) -> list[st
         before = ours["before_swap"]["p99"] / ours["steady"]["p99"]
         line += (
             f" Why: the tail was already {before:.2f}x steady before the server touched the model, while Ansible ran "
-            f"its preflight and staged the artifact ({fmt(ours['deploy_cpu_s'])} CPU-s on the controller and "
-            f"{fmt(ours['cpu_during'][1], 2)} cores on the device, on the {os.cpu_count()} cores that also run the "
-            f"servers, the client and other people's work; the machine {fmt(ours['cpu_during'][0] * 100, 0)}% busy, "
-            f"against {fmt(ours['cpu_steady'][0] * 100, 0)}% steady). So the excess comes from CPU contention while "
-            "the deployment ran (its own work on top of everything else on these cores), not from the swap. What "
-            "would close the gap: less work on the device per deployment (each Ansible task starts a Python process "
-            "there; preflight, staging and activation could be fewer module calls), and, for the measurement, a "
-            "controller that does not share the device's cores, as in a fleet." if before > 2.0 else
+            f"its preflight and staging ({fmt(ours['deploy_cpu_s'])} CPU-s on the controller, "
+            f"{fmt(ours['cpu_during'][1], 2)} cores on the device; the machine's {os.cpu_count()} cores "
+            f"{fmt(ours['cpu_during'][0] * 100, 0)}% busy, {fmt(ours['cpu_steady'][0] * 100, 0)}% steady): CPU "
+            "contention, not the swap. Fewer module calls per deployment, and a controller off the device's cores "
+            "(as in a fleet), would close it." if before > 2.0 else
             f" Why: before the server touched the model the tail was {before:.2f}x steady; from its load on "
             f"{fmt(ours['swap']['p99'] / ours['steady']['p99'], 2)}x over {requests(ours['swap']['n'])}.")
     held = ours.get("swap_slowest", 0.0)
     if held >= 1.0 and held > 3 * ours["steady"]["p99"] / 1e3:
         line += (
-            f" Behind the percentile: the requests sent as the server began loading the new version waited "
-            f"{held:.1f} s, then the new version answered them (no failure, but {fmt(ours['gap_s'], 1)} s without "
-            "any answer). A closed-loop client has one such request per worker, so the p99 cannot show it. Triton "
-            "holds requests to a model while it loads a new version of it (the behaviour reported upstream as "
-            "triton-inference-server/server#5042). What would close it: a Triton that keeps the old version "
-            "answering during the load, or a second server loaded beside the first and switched to by a local "
-            "proxy, which the collection does not have.")
+            f" Behind the percentile: the requests sent as the server began loading waited {held:.1f} s, then the new "
+            f"version answered them ({fmt(ours['gap_s'], 1)} s without any answer; one such request per worker, so "
+            "the p99 cannot show it): Triton holds a model's requests while it loads a new version "
+            "(triton-inference-server/server#5042). A Triton that keeps the old version answering, or a second "
+            "server behind a local proxy (the collection has neither), would close it.")
     return [*out, line]
 
 
@@ -425,13 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__)
     ap.add_argument("--workers", type=int, default=3, help="client threads")
     ap.add_argument("--interval-ms", type=float, default=25.0, help="each worker sends one request this often")
-    ap.add_argument("--before-s", type=float, default=6.0, help="steady load before the deployment starts")
-    ap.add_argument("--after-s", type=float, default=5.0, help="load after the 'during' window")
-    ap.add_argument("--cap-s", type=float, default=120.0, help="time cap of one measured run")
-    ap.add_argument("--plot", type=Path, default=PLOT)
     ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated: triton,litert")
     args = ap.parse_args(argv)
-    kinds = [k for k in args.servers.split(",") if k]
     status = access.status()
     # not status["up"]: that is false while any device is stopped, and other people's tests stop some
     if not (status.get("processes") or {}).get("registry") or not status.get("ssh_key"):
@@ -444,12 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     t_setup = time.monotonic()
     with workdir("model-update") as work:
         try:
-            for kind in kinds:
-                spec = SERVERS[kind]
-                log(f"adding {spec['device']} ({spec['profile']}) on {SITE}")
-                added.append(spec["device"])
-                added_device = access.add_device(spec["device"], spec["profile"], SITE, "--ring", "canary")
-                devices[kind] = Device(spec["device"], added_device)
+            for kind in (k for k in args.servers.split(",") if k):
+                name, profile = SERVERS[kind]["device"], SERVERS[kind]["profile"]
+                log(f"adding {name} ({profile}) on {SITE}")
+                added.append(name)
+                devices[kind] = Device(name, access.add_device(name, profile, SITE, "--ring", "canary"))
             releases = {v: access.demo_release(v, out=work / "release") for v in (1, 2, 3)}
             inventory = write_inventory(work, devices, releases[1])
             env = access.playbook_env(work / "cp")  # SSH masters of our own
@@ -459,19 +411,19 @@ def main(argv: list[str] | None = None) -> int:
 
             log("bootstrap.yml to serving v1 (event relay left out: webhook_api_url empty)")
             access.run_playbook_ok(inventory, "playbooks/bootstrap.yml", "-e", "webhook_api_url=", env=env, timeout=600)
-            naive_run = {kind: naive_prepare(devices[kind], work / "release" / f"{MODEL}-{SERVERS[kind]['platform']}"
-                                             f"-3.tar.gz", f"edgeai-naive/{kind}-{MODEL}:3") for kind in kinds}
+            naive_run = {kind: naive_prepare(dev, work / "release" / f"{MODEL}-{SERVERS[kind]['platform']}-3.tar.gz",
+                                             f"edgeai-naive/{kind}-{MODEL}:3") for kind, dev in devices.items()}
             notes["setup_s"] = time.monotonic() - t_setup
             for kind, dev in devices.items():
                 def ours(dev: Device = dev) -> tuple[int, str]:
                     return outcome(access.run_playbook(
                         inventory, "playbooks/deploy_model.yml", "-e", f"@{releases[2]}", "-e",
                         f"edgeai_targets={dev.name}", "-e", "edgeai_canary_soak_seconds=1", "-e",
-                        f"edgeai_report_dir={work / 'reports'}", env=env, timeout=args.cap_s))
+                        f"edgeai_report_dir={work / 'reports'}", env=env, timeout=CAP_S))
 
                 def naive(dev: Device = dev, cmd: list[str] = naive_run[kind]) -> tuple[int, str]:
                     return outcome(dev.run(f"docker stop {CONTAINER} && docker rm {CONTAINER} && {shlex.join(cmd)}",
-                                           check=False, timeout=args.cap_s))
+                                           check=False, timeout=CAP_S))
 
                 with dev.tunnel(SERVER_PORT) as port:
                     for method, deploy, old, new in (("ours", ours, 1, 2), ("naive", naive, 2, 3)):
@@ -485,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
                             run["events"] = server_log(dev, run["wall0"] + run["t_deploy"])
             notes.update(load_after=loadavg(), total_s=time.monotonic() - t_setup)
             sums = {key: summarize(run) for key, run in runs.items()}
-            notes["plot"] = figure(log, args.plot, "latency over time during the swaps",
+            notes["plot"] = figure(log, PLOTS / "model_update.png", "latency over time during the swaps",
                                    lambda plt: draw(plt, runs, sums))
             print(report(sums, args, notes))
             return 0
