@@ -45,8 +45,29 @@ NAME = re.compile(r"^rb-(north|south|east|west)-b\d\d$")
 PILOT = len(SITES)
 MEM_RESERVE_SHARE, DISK_RESERVE, INOTIFY_RESERVE = 0.25, 20 * 2**30, 16
 DOCKER_ROOT = "/var/lib/docker" if Path("/var/lib/docker").exists() else "/"
+FLOOR = Path(__file__).resolve().parent / "floor.yml"
 GOALS = {"overhead": 0.35, "update_cpu": 0.6, "noop_cpu": 0.15, "noop_wall": 0.3}
 log = Log("rollout")
+
+
+CPUACCT = Path("/sys/fs/cgroup/cpuacct/docker")
+
+
+def device_containers(names: list[str]) -> list[str]:
+    """Container ids of these lab devices and of the containers their own engines run (siblings in cgroup v1)."""
+    ids = []
+    for name in names:
+        container = f"edgeai-lab-{name}"
+        ids += subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True, text=True,
+                              check=True).stdout.split()
+        ids += subprocess.run(["docker", "exec", container, "docker", "ps", "-q", "--no-trunc"], capture_output=True,
+                              text=True, check=False).stdout.split()
+    return ids
+
+
+def device_cpu(ids: list[str]) -> float:
+    """CPU seconds these containers have used (cpuacct)."""
+    return sum(int((CPUACCT / c / "cpuacct.usage").read_text()) for c in ids if (CPUACCT / c).exists()) / 1e9
 
 
 def plan(count: int) -> dict[str, dict[str, str]]:
@@ -219,6 +240,7 @@ class Bench:
         for i in range(self.args.repeat):
             for design in order if i % 2 == 0 else order[::-1]:
                 self.noop(out, design, f"noop-{size}-{i}", "cold")
+            self.floor(out)
         for design in order:
             if self.over_budget(out, size):
                 break
@@ -230,17 +252,33 @@ class Bench:
     def noop(self, out: dict[str, Any], design: Design, tag: str, kind: str, keep: bool = False,
              control: Path | None = None, **env: str) -> Path:
         control = control or (Path(tempfile.mkdtemp(prefix="cp-", dir=self.work)) if keep else None)
+        ids = self.facts.setdefault("containers", {}).get(out["n"])
+        if ids is None:
+            ids = self.facts["containers"][out["n"]] = device_containers(list(self.fleet)[:out["n"]])
+        device0 = device_cpu(ids)
         run = self.playbook(design, self.version, tag, control=control, **env)
+        device_s = device_cpu(ids) - device0
         rows = run["report"]["devices"]
         if {r["result"] for r in rows} != {"unchanged"} or len(rows) != out["n"]:
             raise RuntimeError(f"{design.label} re-run changed something: {run['report']['summary']}")
         if kind != "prewarm":
-            out.setdefault(f"noop_{design.label}_{kind}", []).append((run["wall"], run["cpu"]))
+            out.setdefault(f"noop_{design.label}_{kind}", []).append((run["wall"], run["cpu"], device_s))
             log(f"{out['n']} devices, {design.label} re-run, {kind}: {run['wall']:.1f} s, CPU {run['cpu']:.1f} s")
         return run["control"]
 
+    def floor(self, out: dict[str, Any]) -> None:
+        """floor.yml (one ansible.builtin.ping a device) on the same inventory, ansible.cfg and cold SSH."""
+        control = Path(tempfile.mkdtemp(prefix="cp-", dir=self.work))
+        cpu0, t = children_cpu(), time.perf_counter()
+        access.run_playbook_ok(self.inventories["new"], FLOOR, timeout=600,
+                               env=access.playbook_env(control, ANSIBLE_CONFIG=str(self.new.cfg)))
+        wall = time.perf_counter() - t
+        close_masters(control)
+        out.setdefault("floor", []).append((wall, children_cpu() - cpu0))
+        log(f"{out['n']} devices, floor (one ping each): {wall:.1f} s, CPU {out['floor'][-1][1]:.1f} s")
+
     def over_budget(self, out: dict[str, Any], size: int, factor: float = 2.0) -> bool:
-        one = max(w for w, _ in out.get("noop_new_cold", [(2.0 * size, 0)]))
+        one = max(run[0] for run in out.get("noop_new_cold", [(2.0 * size, 0)]))
         return time.monotonic() - T0 + factor * one + 4 * len(self.added) > self.args.budget_s
 
     def profile(self, out: dict[str, Any]) -> None:
@@ -336,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # -- report ----------------------------------------------------------------------------------------
-def best(runs: list[tuple[float, float]] | None) -> tuple[float, float] | None:
+def best(runs: list[tuple[float, ...]] | None) -> tuple[float, ...] | None:
     return min(runs, key=lambda r: r[0]) if runs else None
 
 
@@ -409,7 +447,10 @@ def markdown(results: list[dict[str, Any]], facts: dict[str, Any], args: Any) ->
                         for r in results[-1:] for label in ("new", "old")) + ".",
             "", "### Converged re-run (every device `unchanged`)", "",
             f"Best of {args.repeat} runs with cold SSH connections (a fresh ControlPath directory, as a nightly job "
-            "finds them), and one with warm ones (right after a run that left its connections open).", ""]
+            "finds them), and one with warm ones (right after a run that left its connections open). **floor**: "
+            "`benchmarks/rollout/floor.yml`, one `ansible.builtin.ping` per device through the same inventory, "
+            "ansible.cfg and cold connections, best of as many runs: what Ansible itself costs a device for one "
+            "module call, which no playbook goes below.", ""]
     rows = []
     for r in results:
         for label in ("new", "old"):
@@ -419,11 +460,25 @@ def markdown(results: list[dict[str, Any]], facts: dict[str, Any], args: Any) ->
                          f"{warm[0]:.1f} / {warm[1]:.1f}" if warm else "skipped (budget)"])
         cn, co = best(r["noop_new_cold"]), best(r["noop_old_cold"])
         rows.append([r["n"], "new / old", ratio(cn[0], co[0]), "", ratio(cn[1], co[1]), "", ""])
+        floor = best(r["floor"])
+        rows.append([r["n"], "floor: one ping", f"{floor[0]:.1f}", f"{floor[0] / r['n']:.2f}", f"{floor[1]:.1f}",
+                     f"{floor[1] / r['n']:.3f}", ""])
+        rows.append([r["n"], "new / floor", ratio(cn[0], floor[0]), "", ratio(cn[1], floor[1]), "", ""])
     out += table(["devices", "design", "wall s", "wall s per device", "controller CPU s", "CPU s per device",
                   "warm: wall s / CPU s"], rows, "llrrrrr")
     cold = best(last["noop_new_cold"])
+    floor = best(last["floor"])
+    device_s = cold[2] if len(cold) > 2 else float("nan")
     out += ["", under(f"controller CPU per device ({last['n']} devices)", cold[1] / last["n"], GOALS["noop_cpu"]),
-            under(f"wall per device ({last['n']} devices)", cold[0] / last["n"], GOALS["noop_wall"])]
+            under(f"wall per device ({last['n']} devices)", cold[0] / last["n"], GOALS["noop_wall"]),
+            f"- The floor at {last['n']} devices is {floor[1] / last['n']:.3f} CPU-s and {floor[0] / last['n']:.2f} s "
+            f"of wall per device: the goals ask for {GOALS['noop_cpu'] / (floor[1] / last['n']):.2f}x and "
+            f"{GOALS['noop_wall'] / (floor[0] / last['n']):.2f}x of what one ping costs; this design's re-run costs "
+            f"{cold[1] / floor[1]:.2f}x the floor's CPU.",
+            f"- Wall here includes the devices' own work on the same {os.cpu_count()} cores: in that re-run the "
+            f"{last['n']} devices (their containers and their engines' containers) used {device_s:.1f} CPU-s, "
+            f"{device_s / last['n']:.2f} s each, mostly the preflight module's Python and its calls to the server. "
+            "On a real fleet every device does that on its own CPU, at the same time."]
     if len(results) > 1:
         out += ["", "### Extrapolation (estimates)", "", extrapolate(results)]
     if "profile" in last:
@@ -446,8 +501,8 @@ def extrapolate(results: list[dict[str, Any]]) -> str:
     lines = []
     for label in ("new", "old"):
         noop = [(r["n"], best(r[f"noop_{label}_cold"])) for r in results]
-        a_cpu, b_cpu = harness.fit_line([(n, c) for n, (_w, c) in noop])
-        a_wall, b_wall = harness.fit_line([(n, w) for n, (w, _c) in noop])
+        a_cpu, b_cpu = harness.fit_line([(n, c) for n, (_w, c, *_) in noop])
+        a_wall, b_wall = harness.fit_line([(n, w) for n, (w, _c, *_) in noop])
         a_up, b_up = harness.fit_line([(r["n"], r[f"update_{label}"]["cpu"]) for r in results])
         cpu, wall = a_cpu + 1000 * b_cpu, a_wall + 1000 * b_wall
         lines.append(
