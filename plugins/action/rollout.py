@@ -189,7 +189,7 @@ class ActionModule(ActionBase):
         rollout = self._rollout(args, task_vars)
         plan = engine.make_plan(self._records(rollout, task_vars), rollout)
         if rollout["phase"] == "stage":
-            msg = f"stage on {len(plan['stage'])} device(s)"
+            msg = f"stage on {len(plan['order'])} device(s)"
         else:
             msg = f"{len(plan['waves'])} wave(s): " + " | ".join(", ".join(w) for w in plan["waves"])
         return {"changed": False, "ansible_facts": {"edgeai_plan": plan}, "msg": msg}
@@ -428,14 +428,23 @@ class ActionModule(ActionBase):
         return {"changed": row["result"] in engine.CHANGED, "ansible_facts": {"model_deploy_result": row}}
 
     def _step_wave(self, args, task_vars):
-        """A run's work on one device in its wave: deploy, or for a rollback run go back."""
+        """A run's work on one device in its wave: deploy, stage (stage phase) or for a rollback
+        run go back; after an abort, a device on the rollback list goes back from the release."""
         rollout = self._rollout(args, task_vars)
         if not rollout:
             raise engine.RolloutPlanError("step wave does a run's work: it needs the run (rollout), as "
                                           "deploy_model.yml sets it; use step deploy or rollback on their own")
+        undo = engine.abort_rollback(rollout, self._hostvar(task_vars, "localhost", "edgeai_abort"),
+                                     task_vars.get("inventory_hostname"))
+        if undo:
+            return self._step_rollback(dict(args, **undo), task_vars)
         if rollout["action"] == "rollback":
             return self._step_rollback(args, task_vars)
-        return self._step_deploy(args, task_vars)
+        if rollout["phase"] == "stage":
+            return self._step_stage(args, task_vars)
+        soak = engine.soak_seconds(self._hostvar(task_vars, "localhost", "edgeai_plan"), rollout,
+                                   task_vars.get("inventory_hostname"))
+        return self._step_deploy(dict(args, soak_seconds=soak), task_vars)
 
     def _step_deploy(self, args, task_vars):
         """The wave's work on one device: stage unless staged, activate, smoke test, soak,

@@ -43,9 +43,11 @@ options:
       - C(preflight) reads the device and its server, and sets C(model_deploy_device) (its status
         C(ready), C(unchanged), C(incompatible) or C(preflight_failed), the served version, the
         staged versions, and the artifact, config and smoke test it takes).
-      - C(plan) cuts the ready devices into a canary wave and per-site waves (C(edgeai_plan)).
-      - C(deploy), C(stage), C(rollback) do a device's work and set C(model_deploy_result); C(wave) is
-        C(deploy) or C(rollback), as the run's action (O(rollout)) says.
+      - C(plan) cuts the ready devices into a canary wave and per-site waves (C(edgeai_plan)); in the stage
+        phase, one wave of every ready device.
+      - C(deploy), C(stage), C(rollback) do a device's work and set C(model_deploy_result); C(wave) is the
+        one the run (O(rollout)) calls for - C(deploy) with the canary's soak in the canary wave, C(stage) in
+        the stage phase, C(rollback) for a rollback run and, after an abort, for each device on its list.
       - C(verdict) decides after wave O(wave) whether the rollout goes on (C(edgeai_abort)); C(edgeai_tally)
         keeps the results it has read, so each verdict reads only the devices it has none for yet.
       - C(report) writes the JSON report and sets C(edgeai_report).
@@ -109,7 +111,8 @@ options:
     type: dict
   soak_seconds:
     description:
-      - For O(step=deploy) and O(step=wave), how long the new version must stay healthy (a canary's soak).
+      - For O(step=deploy), how long the new version must stay healthy (a canary's soak). O(step=wave) takes
+        it from the run and the plan.
     type: int
   reason:
     description: For O(step=rollback), why (it goes into the C(rolled_back) event).

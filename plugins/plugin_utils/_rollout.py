@@ -594,16 +594,19 @@ def _ring_rank(ring):
 
 def make_plan(records, options):
     """The run's plan from every target's preflight record ({host: record}; a host without
-    one was unreachable): which devices stage (stage phase) or go in which wave."""
+    one was unreachable): which devices go in which wave. The stage phase activates nothing, so
+    every ready device stages in one wave, with no canary."""
     ready = [h for h, r in records.items() if r and r.get("status") == "ready"]
     devices = [{"host": h, "site": records[h].get("site") or "unsited", "ring": records[h].get("ring") or "broad",
                 "order": records[h].get("order")} for h in ready]
     if options["phase"] == "stage":
-        return {"stage": sorted(ready), "waves": [], "order": [], "serial": [1], "wave_of": {}, "canary": []}
-    waves = plan_waves(devices, options["max_unavailable_per_site"], options["canary_ring"]) if devices else []
+        waves = [sorted(ready)] if ready else []
+    else:
+        waves = plan_waves(devices, options["max_unavailable_per_site"], options["canary_ring"]) if devices else []
     wave_of = {h: i for i, wave in enumerate(waves) for h in wave}
-    return {"stage": [], "waves": waves, "order": [h for wave in waves for h in wave],
-            "serial": [len(w) for w in waves] or [1], "wave_of": wave_of, "canary": list(waves[0]) if waves else []}
+    canary = list(waves[0]) if waves and options["phase"] != "stage" else []
+    return {"waves": waves, "order": [h for wave in waves for h in wave],
+            "serial": [len(w) for w in waves] or [1], "wave_of": wave_of, "canary": canary}
 
 
 # -- the verdict after a wave --------------------------------------------------------------
@@ -636,7 +639,10 @@ def done_hosts_to_read(plan, wave, tally, run_id):
 def wave_verdict(plan, wave, results, options):
     """After wave ``wave``: {} to go on, or the abort (wave, failed devices, reason).
     ``results`` maps host -> result string for the devices that have one; a device of a done
-    wave without a result (it went unreachable) counts as failed."""
+    wave without a result (it went unreachable) counts as failed. Staging activates nothing:
+    its failures are reported, never an abort."""
+    if options["phase"] == "stage":
+        return {}
     done = [h for w in plan["waves"][: wave + 1] for h in w]
     good = successes(options["action"], options["phase"])
     failed = [h for h in done if results.get(h) not in good]
@@ -669,6 +675,22 @@ def rollback_candidates(results, options):
         return []
     return sorted(h for h, row in results.items()
                   if row.get("result") in ("updated", "downgraded") or row.get("maybe_changed"))
+
+
+def soak_seconds(plan, options, host):
+    """How long a device stays healthy after its smoke test before its wave counts: the canary
+    wave soaks for canary_soak_seconds, later waves do not."""
+    return options["canary_soak_seconds"] if host in (plan or {}).get("canary", []) else 0
+
+
+def abort_rollback(options, abort, host):
+    """What a device of the rollback list does after an abort: go back from the release's
+    version (a device that serves another one is left alone), saying why. None when the run
+    did not abort or the device is not on the list."""
+    if not abort or host not in (abort.get("rollback") or []):
+        return None
+    return {"from_version": options["release"]["model_version"],
+            "reason": f"rollout aborted: {abort.get('reason') or 'unknown'}"}
 
 
 # -- the report ----------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_the_scan_sees_the_callers():
         ("roles/jetpack/tasks/apt_source.yml", "edgeai.fleet.apt_source", "main"),
         ("roles/coral/tasks/apt_source.yml", "edgeai.fleet.apt_source", "main"),
         ("tests/integration/test_site_cache.py", "edgeai.fleet.inference_server", "image"),
-        ("playbooks/deploy_model.yml", "edgeai.fleet.model_deploy", "stage"),
+        ("playbooks/deploy_model.yml", "edgeai.fleet.model_deploy", "wave"),
     ]:
         assert expected in seen, f"not found by the scan: {expected}"
     # the site bandwidth benchmark's fetch play, wherever it keeps it (bench.py or a .yml beside it)

@@ -346,9 +346,10 @@ def test_the_plan_takes_ready_devices_only():
     plan = r.make_plan(records, options())
     assert plan["waves"] == [["b0"], ["a0", "b1"]]
     assert plan["order"] == ["b0", "a0", "b1"] and plan["serial"] == [1, 2] and plan["canary"] == ["b0"]
-    assert plan["wave_of"] == {"b0": 0, "a0": 1, "b1": 1} and plan["stage"] == []
-    staged = r.make_plan(records, options(phase="stage"))
-    assert staged["stage"] == ["a0", "b0", "b1"] and staged["waves"] == [] and staged["order"] == []
+    assert plan["wave_of"] == {"b0": 0, "a0": 1, "b1": 1}
+    staged = r.make_plan(records, options(phase="stage"))  # one wave of every ready device, no canary soak
+    assert staged["waves"] == [["a0", "b0", "b1"]] and staged["serial"] == [3] and staged["canary"] == []
+    assert staged["wave_of"] == {"a0": 0, "b0": 0, "b1": 0}
     assert r.make_plan({"a1": {"status": "unchanged"}}, options())["serial"] == [1]
 
 
@@ -388,6 +389,12 @@ def test_the_budget_decides_after_later_waves():
     assert r.wave_verdict(PLAN, 1, results, options(failure_budget_percent=50)) == {}
 
 
+def test_a_failed_stage_is_reported_not_an_abort():
+    stage = r.make_plan({"c": {"status": "ready", "site": "a"}}, options(phase="stage"))
+    assert r.wave_verdict(stage, 0, {"c": "stage_failed"}, options(phase="stage")) == {}
+    assert r.wave_verdict(stage, 0, {"c": "stage_failed"}, options())["failed"] == ["c"]
+
+
 def test_what_counts_as_success_depends_on_action_and_phase():
     assert r.wave_verdict(PLAN, 0, {"c": "would_update"}, options()) == {}
     assert r.wave_verdict(PLAN, 0, {"c": "downgraded"}, options()) == {}
@@ -405,6 +412,23 @@ def test_rollback_after_an_abort_takes_what_changed():
     assert r.rollback_candidates(results, options(on_abort="keep")) == []
     assert r.rollback_candidates(results, options(action="rollback")) == []
     assert r.rollback_candidates(results, options(phase="stage")) == []
+
+
+def test_only_the_canary_wave_soaks():
+    run = options(canary_soak_seconds=45)
+    assert r.soak_seconds({"canary": ["c"]}, run, "c") == 45
+    assert r.soak_seconds({"canary": ["c"]}, run, "a1") == 0
+    assert r.soak_seconds({}, run, "c") == 0  # no plan (the role on its own): no soak
+
+
+def test_after_an_abort_a_listed_device_goes_back_from_the_release():
+    run = {"release": release()}
+    abort = {"wave": 1, "rollback": ["a1", "c"], "reason": "the canary failed on c"}
+    assert r.abort_rollback(run, abort, "c") == {"from_version": 3,
+                                                 "reason": "rollout aborted: the canary failed on c"}
+    assert r.abort_rollback(run, abort, "b1") is None  # not on the list: it keeps what it serves
+    assert r.abort_rollback(run, {}, "c") is None  # no abort: the wave deploys
+    assert r.abort_rollback(run, {"rollback": ["c"]}, "c")["reason"] == "rollout aborted: unknown"
 
 
 # -- the report ----------------------------------------------------------------------------
