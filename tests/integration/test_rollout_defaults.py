@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from edgeai_lab.access import demo_release
-from rollout_helpers import REPO, bootstrap_default_fleet, deploy, run_playbook, served_version
+from rollout_helpers import REPO, bootstrap_default_fleet, deploy, remove_model, run_playbook, served_version
 
 pytestmark = pytest.mark.lab
 
@@ -69,12 +69,13 @@ def test_the_example_release_as_shipped(lab, fleet, lab_ssh, tmp_path):
         text = text.replace(placeholder, artifacts[platform]["src"])
     release = tmp_path / "release.yml"
     release.write_text(text)
+    remove_model(lab, fleet, name)  # as a new user's fleet: the example's model not there yet
     before = {d: served_version(lab_ssh, d, p) for d, p in fleet.items()}
 
     result = run_playbook(lab, "deploy_model.yml", "-e", f"@{release}", "-e", "edgeai_canary_soak_seconds=3")
     assert result.returncode == 0, result.stdout[-4000:]
     rows = {row["device"]: row for row in _report_of(result)["devices"]}
-    assert {rows[d]["result"] for d in fleet} <= {"updated", "unchanged"}, rows
+    assert {rows[d]["result"] for d in fleet} == {"updated"}, rows
     assert all(rows[d]["model"] == name for d in fleet)
     # a second model: the first one is untouched and listed among the device's other models
     for device, platform in fleet.items():

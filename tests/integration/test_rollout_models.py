@@ -10,12 +10,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 from edgeai_lab.access import demo_release
-from rollout_helpers import INPUT, bootstrap_default_fleet, deploy, run_playbook, served_version
+from rollout_helpers import INPUT, bootstrap_default_fleet, deploy, remove_model, run_playbook, served_version
 
 pytestmark = pytest.mark.lab
 
@@ -23,8 +24,10 @@ SECOND = "pest-detector"
 
 
 @pytest.fixture(scope="module")
-def fleet(lab: dict[str, Any]) -> dict[str, str]:
-    return bootstrap_default_fleet(lab)
+def fleet(lab: dict[str, Any]) -> Iterator[dict[str, str]]:
+    devices = bootstrap_default_fleet(lab)
+    yield devices
+    remove_model(lab, devices, SECOND)  # the fleet as the other modules expect it: one model
 
 
 def _load(port: int, model: str, platform: str, stop: threading.Event, counts: dict[str, int]) -> None:
