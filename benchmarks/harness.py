@@ -84,7 +84,8 @@ def mean(xs: Iterable[float]) -> float:
 
 
 def ratio(a: float | None, b: float | None, none: str = "") -> str:
-    return f"{a / b:.2f}x" if a is not None and b else none
+    """a / b as "1.23x"; `none` when either is missing or NaN (b == b is False for NaN) or b is 0."""
+    return f"{a / b:.2f}x" if a is not None and b and a == a and b == b else none
 
 
 def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:

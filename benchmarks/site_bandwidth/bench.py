@@ -8,22 +8,16 @@
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
-import ssl
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from edgeai_lab import access, core, services
-from webhook_receiver.testing import write_secret
+from edgeai_lab import access
+from edgeai_lab.centre import Centre, object_gets, site_cache_inventory, site_source
 
 from benchmarks import harness
 from benchmarks.harness import PLOTS, PROFILE_TASKS, Log, figure, loadavg, parser, ratio, table, task_times
@@ -38,47 +32,6 @@ FETCH_TASKS = ("Pull the server image", "Stage the version on the device")  # th
 log = Log("site_bandwidth")
 
 
-def lookup(path: Path | str) -> str:
-    return f"{{{{ lookup('ansible.builtin.file', '{path}') }}}}"
-
-
-def write_inventories(work: Path, status: dict[str, Any], fleet: dict[str, list[str]]) -> Path:
-    """hosts-direct.yml and hosts-cache.yml (the same plus edgeai_site_cache per site)."""
-    pki, ca = Path(status["state_dir"]) / "pki", "{{ lookup('ansible.builtin.file', edge_lab_ca_cert) }}"
-    sites: dict[str, Any] = {}
-    caches: dict[str, Any] = {}
-    for site, names in fleet.items():
-        cache, address = names[0], status["devices"][names[0]]["address"]
-        password = write_secret(work / f"{site}-device-password", secrets.token_urlsafe(18))
-        gateway = re.sub(r"\.\d+$", ".1", address)
-        sites[f"site_{site.replace('-', '_')}"] = {
-            "hosts": {d: {"ansible_host": "127.0.0.1", "ansible_port": status["devices"][d]["port"], "edge_site": site}
-                      for d in names},
-            # what an operator puts in the site's group_vars
-            "vars": {"edgeai_site_cache": {"host": address, "ca": ca, "username": "device",
-                                           "password": lookup(password)}}}
-        caches[cache] = {
-            # the lab's per-device certificate (from the lab CA) names the device's site address
-            "site_cache_tls_cert": lookup(pki / f"device-{cache}.crt"),
-            "site_cache_tls_key": lookup(pki / f"device-{cache}.key"),
-            "site_cache_users": [{"username": "device", "password": lookup(password)}],
-            # inside the cache container the lab's names are not in /etc/hosts
-            "site_cache_etc_hosts": {"registry.edgeai.lab": gateway, "artifacts.edgeai.lab": gateway}}
-    # the lab's site.yml reads the centre's logins from the lab's 0600 files
-    logins = {"registry": "_edge_lab_registry_login.edge_lab_registry",
-              "artifact": "_edge_lab_artifacts_login.edge_lab_artifacts"}
-    tree = {"vars": {"site_cache_upstream_registry": "{{ edge_lab_registry }}",
-                     "site_cache_upstream_artifact_url": "{{ edge_lab_artifacts_url }}/"},
-            "children": {"bw_fleet": {"children": sites}, "site_cache_hosts": {"hosts": caches, "vars": {
-                "site_cache_image": status["images"]["site-cache"]["ref"], "site_cache_upstream_ca": ca,
-                **{f"site_cache_upstream_{k}_{f}": f"{{{{ {v}_{f} }}}}" for k, v in logins.items()
-                   for f in ("username", "password")}}}}}
-    access.static_inventory(work / "inventory", "hosts-cache.yml", tree)
-    for group in sites.values():
-        del group["vars"]
-    return access.static_inventory(work / "inventory", "hosts-direct.yml", tree).parent
-
-
 def ansible(work: Path, inventory: str, playbook: str, *extra: str) -> tuple[float, dict[str, float]]:
     """Run benchmarks/site_bandwidth/<playbook>; its seconds and the seconds per task (profile_tasks)."""
     env = access.playbook_env(work / "cp", **PROFILE_TASKS)  # SSH masters of our own
@@ -87,110 +40,17 @@ def ansible(work: Path, inventory: str, playbook: str, *extra: str) -> tuple[flo
     return wall, task_times(proc.stdout)
 
 
-class Centre:
-    """The lab's central registry and artifact store."""
-
-    def __init__(self, status: dict[str, Any], work: Path) -> None:
-        self.status, self.work = status, work
-        self.creds = json.loads(Path(status["registry"]["credentials_file"]).read_text())
-        self.context = ssl.create_default_context(cafile=status["ca_cert"])
-        self.logs = (Path(status["state_dir"]) / "logs" / "registry.log", Path(status["artifacts"]["log"]))
-        self.pushed: list[str] = []  # repositories, their manifests deleted at the end
-        self.files: list[Path] = []
-
-    def _registry(self, path: str, method: str = "GET") -> tuple[Any, bytes]:
-        req = urllib.request.Request(f"https://{self.status['registry']['host_address']}{path}", method=method)
-        login = f"{self.creds['username']}:{self.creds['password']}".encode()
-        req.add_header("Authorization", "Basic " + base64.b64encode(login).decode())
-        req.add_header("Accept", "application/vnd.docker.distribution.manifest.v2+json")
-        with urllib.request.urlopen(req, timeout=30, context=self.context) as resp:
-            return resp.headers, resp.read()
-
-    def push_image(self, repo: str, layers: tuple[int, ...]) -> tuple[str, dict[str, int]]:
-        """An image of random layers FROM scratch pushed to the centre: its name, digest -> size of its blobs."""
-        context = self.work / f"build-{repo.rsplit('/', 1)[-1]}"
-        context.mkdir()
-        for i, size in enumerate(layers):
-            (context / f"layer{i}.bin").write_bytes(os.urandom(size))
-        copies = "".join(f"COPY layer{i}.bin /models/layer{i}.bin\n" for i in range(len(layers)))
-        (context / "Dockerfile").write_text("FROM scratch\n" + copies)
-        core.docker("build", "-q", "-t", repo, str(context), timeout=300)
-        self.pushed.append(repo)
-        services.push_image(repo, repo, ["1"], self.creds)  # as the lab pushes its own images
-        core.docker("rmi", repo, check=False)
-        shutil.rmtree(context)
-        manifest = json.loads(self._registry(f"/v2/{repo}/manifests/1")[1])
-        return (f"{self.status['registry']['host']}/{repo}:1",
-                {b["digest"]: b["size"] for b in [manifest["config"], *manifest["layers"]]})
-
-    def put_artifact(self, name: str, size: int) -> tuple[str, str]:
-        """A file of random bytes in the artifact store: its URL and sha256."""
-        payload = os.urandom(size)
-        path = Path(self.status["artifacts"]["root"]) / name
-        self.files.append(path)
-        path.write_bytes(payload)
-        return f"{self.status['artifacts']['url']}/{name}", hashlib.sha256(payload).hexdigest()
-
-    def offsets(self) -> tuple[int, int]:
-        return self.logs[0].stat().st_size, self.logs[1].stat().st_size
-
-    def served(self, offsets: tuple[int, int], sources: dict[str, str], blobs: set[str], artifact: str) -> dict:
-        """Per site since offsets: bytes of the object's blobs / file sent, in how many responses, and the
-        other responses' bytes (manifests, probes) per service."""
-        keys = ("image", "image_gets", "artifact", "artifact_gets", "registry_other", "artifacts_other")
-        out = {site: dict.fromkeys(keys, 0) for site in sources}
-        by_source = {source: site for site, source in sources.items()}
-        for r in read_json_lines(self.logs[0], offsets[0]):
-            site = by_source.get(r.get("http.request.remoteaddr", "").rsplit(":", 1)[0])
-            if site is not None and r.get("msg") == "response completed":
-                uri = r.get("http.request.uri", "")
-                mine = r.get("http.request.method") == "GET" and "/blobs/" in uri and uri.rsplit("/", 1)[-1] in blobs
-                count(out[site], "image" if mine else "registry_other", int(r.get("http.response.written", 0)), mine)
-        for r in read_json_lines(self.logs[1], offsets[1]):
-            site = by_source.get(r.get("client", ""))
-            if site is not None:
-                mine = r.get("method") == "GET" and r.get("path") == "/" + artifact
-                count(out[site], "artifact" if mine else "artifacts_other", int(r.get("bytes") or 0), mine)
-        return out
-
-    def clean(self) -> None:
-        for repo in self.pushed:
-            try:
-                headers, _ = self._registry(f"/v2/{repo}/manifests/1", method="HEAD")
-                self._registry(f"/v2/{repo}/manifests/{headers['Docker-Content-Digest']}", method="DELETE")
-            except OSError as exc:
-                log(f"could not delete {repo}:1 from the registry: {exc}")
-        for path in self.files:
-            path.unlink(missing_ok=True)
-
-
-def count(counters: dict[str, int], key: str, written: int, gets: bool) -> None:
-    counters[key] += written
-    if gets:
-        counters[key + "_gets"] += 1
-
-
-def read_json_lines(path: Path, offset: int) -> list[dict[str, Any]]:
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        lines = fh.read().decode(errors="replace").splitlines()
-    out = []
-    for line in (line for line in lines if line.startswith("{")):
-        with contextlib.suppress(ValueError):  # the last line may still be being written
-            out.append(json.loads(line))
-    return out
-
-
 def link_bytes(site: str) -> dict[str, int]:
     """Bytes down (centre -> site) per service that crossed the site's link so far."""
-    return {s: int(c.get("down", 0)) for s, c in json.loads(access.lab("link", site, "--json", timeout=60))[
-        "bytes"].items()}
+    counters = json.loads(access.lab("link", site, "--json", timeout=60))["bytes"]
+    return {service: int(c.get("down", 0)) for service, c in counters.items()}
 
 
 def run_pass(work: Path, centre: Centre, sources: dict[str, str], name: str, version: int) -> dict:
     """Objects new to everyone, fetched by every device at once; what the centre served per site."""
     tag = f"{name}-{secrets.token_hex(4)}"
-    ref, blobs = centre.push_image(f"edgeai-bench/site-bandwidth-{tag}", LAYERS)
+    ref = centre.push_image(f"edgeai-bench/site-bandwidth-{tag}", LAYERS)
+    blobs = centre.blobs(ref)
     url, sha256 = centre.put_artifact(f"site-bandwidth-{tag}.bin", ARTIFACT_BYTES)
     records = work / "records"
     shutil.rmtree(records, ignore_errors=True)
@@ -200,9 +60,15 @@ def run_pass(work: Path, centre: Centre, sources: dict[str, str], name: str, ver
     seconds, tasks = ansible(work, f"hosts-{name}.yml", "fetch.yml", "-e", f"record_dir={records}", "-e",
                              f"image={ref}", "-e", f"url={url}", "-e", f"sha256={sha256}", "-e", f"version={version}")
     after = {site: link_bytes(site) for site in SITES}  # `lab link` waits for counters newer than its call
-    served = centre.served(offsets, sources, set(blobs), url.rsplit("/", 1)[1])
-    for site in SITES:
-        served[site]["link"] = {s: after[site].get(s, 0) - before[site].get(s, 0) for s in after[site]}
+    wanted = {"image": {"blobs": blobs}, "artifact": {"artifact": url.rsplit("/", 1)[1]}}
+    served: dict[str, dict[str, Any]] = {}
+    for site, source in sources.items():
+        responses = centre.served(offsets, source)
+        served[site] = {"link": {s: n - before[site].get(s, 0) for s, n in after[site].items()}}
+        for obj, service in OBJECTS.items():  # the object's bytes, in how many GETs, and the service's other bytes
+            gets, sent = object_gets(responses, **wanted[obj]), sum(r.bytes for r in responses if r.service == service)
+            served[site] |= {obj: sum(r.bytes for r in gets), f"{obj}_gets": len(gets)}
+            served[site][f"{service}_other"] = sent - served[site][obj]
     return {"image_size": sum(blobs.values()), "blobs": len(blobs), "artifact_size": ARTIFACT_BYTES,
             "seconds": seconds, "fetch_s": sum(tasks.get(t, 0.0) for t in FETCH_TASKS), "sites": served,
             "records": {f.stem: json.loads(f.read_text()) for f in records.glob("*.json")}}
@@ -222,7 +88,7 @@ def draw(plt: Any, result: dict[str, dict[str, Any]], per_site: int) -> Any:
             run = result[pass_name]
             for i, sites in enumerate(groups):
                 image, artifact = (sum(run["sites"][s]["link"].get(svc, 0) for s in sites) / MB
-                                   for svc in ("registry", "artifacts"))
+                                   for svc in OBJECTS.values())
                 x, first = i + (k - 0.5) * width, ax is axes[0] and i == 0
                 ax.bar(x, image, width, color=colours[pass_name][0], label=f"{label}: image" if first else None)
                 ax.bar(x, artifact, width, bottom=image, color=colours[pass_name][1],
@@ -244,39 +110,35 @@ def draw(plt: Any, result: dict[str, dict[str, Any]], per_site: int) -> Any:
     return fig
 
 
+def row(result: dict[str, dict[str, Any]], label: str, sites: list[str], obj: str) -> tuple[str, ...]:
+    """A row of the table: the centre's bytes (from its logs) and the link's, in MB and copies."""
+    objs = list(OBJECTS) if obj == "both" else [obj]
+    size = {p: sum(result[p][f"{o}_size"] for o in objs) * len(sites) for p in PASSES}
+    served = {p: sum(result[p]["sites"][s][o] for s in sites for o in objs) for p in PASSES}
+    link = {p: sum(result[p]["sites"][s]["link"].get(OBJECTS[o], 0) for s in sites for o in objs) for p in PASSES}
+    # the passes' objects differ only in the compressed size of their layers
+    each = " / ".join(sorted({mb(sum(result[p][f"{o}_size"] for o in objs)) for p in PASSES}))
+    c = {p: {k: f"{v[p] / size[p]:.2f}" for k, v in (("served", served), ("link", link))} for p in PASSES}
+    return (label, f"{'**both**' if obj == 'both' else obj} ({each})",
+            f"{mb(served['direct'])} ({c['direct']['served']})", f"{mb(served['cache'])} ({c['cache']['served']})",
+            f"**{ratio(served['direct'], served['cache'], 'n/a')}**",
+            f"{mb(link['direct'])} / {mb(link['cache'])} ({c['direct']['link']} / {c['cache']['link']})")
+
+
 def report(result: dict[str, dict[str, Any]], per_site: int, notes: dict[str, Any]) -> str:
     direct, cache = result["direct"], result["cache"]
     out = ["## Site bandwidth: one copy per site with the site cache", "",
-           f"A fleet of {len(SITES)} sites ({', '.join(f'`{s}`' for s in SITES)}) of {per_site} lab devices each "
-           f"(Coral USB hosts) fetches a new model at once (Ansible forks): a new image ({direct['blobs']} blobs: "
-           "random layers FROM scratch in the central registry) and a new https artifact (random bytes in the "
-           "central artifact store), with the collection's own tasks (`roles/inference_server` `tasks/image.yml`, "
-           "`roles/model_deploy` `tasks/stage.yml`, sha256 checked). **Without cache**: each device fetches from the "
-           "centre. **With cache**: the same inventory plus `edgeai_site_cache` per site; the first device of each "
-           "site runs the cache (`roles/site_cache`) and fetches through it like the others. The passes run one "
-           "after the other, each with new objects of the same sizes. **Centre served** = bytes of the object's "
-           "blobs or file sent to the site's address, from the registry's and artifact store's logs (the lab "
-           "gateway relays site n from 127.213.n.1); **link** = all that crossed the site's link from the centre in "
-           "the pass (`lab link SITE --json`: TLS, headers, manifests and login probes included). Copies = bytes / "
-           "object size. Setup (devices added; `container_engine` on every device, `site_cache` on the cache hosts) "
-           f"took {notes['setup_s']:.0f} s (not measured), removing it all {notes['clean_s']:.0f} s; the whole run "
-           f"{notes['total_s']:.0f} s (1-minute load average {notes['load_before']} before, {notes['load_after']} "
-           f"after; the machine's {os.cpu_count()} cores are shared).", "", notes["plot"], ""]
-
-    def row(label: str, sites: list[str], obj: str) -> tuple[str, ...]:
-        objs = list(OBJECTS) if obj == "both" else [obj]
-        size = {p: sum(result[p][f"{o}_size"] for o in objs) * len(sites) for p in PASSES}
-        served = {p: sum(result[p]["sites"][s][o] for s in sites for o in objs) for p in PASSES}
-        link = {p: sum(result[p]["sites"][s]["link"].get(OBJECTS[o], 0) for s in sites for o in objs) for p in PASSES}
-        # the passes' objects differ only in the compressed size of their layers
-        each = " / ".join(sorted({mb(sum(result[p][f"{o}_size"] for o in objs)) for p in PASSES}))
-        c = {p: {k: f"{v[p] / size[p]:.2f}" for k, v in (("served", served), ("link", link))} for p in PASSES}
-        return (label, f"{'**both**' if obj == 'both' else obj} ({each})",
-                f"{mb(served['direct'])} ({c['direct']['served']})", f"{mb(served['cache'])} ({c['cache']['served']})",
-                f"**{ratio(served['direct'], served['cache'], 'n/a')}**",
-                f"{mb(link['direct'])} / {mb(link['cache'])} ({c['direct']['link']} / {c['cache']['link']})")
-
-    rows = [row((f"`{site}` ({per_site} devices)" if group == [site] else f"all {len(SITES)} sites")
+           f"{len(SITES)} sites ({', '.join(f'`{s}`' for s in SITES)}) of {per_site} lab devices (Coral USB hosts) "
+           "fetch a new model at once by the collection's own tasks (`inference_server` `tasks/image.yml`, "
+           f"`model_deploy` `tasks/stage.yml`, sha256 checked): an image of {direct['blobs']} random blobs from the "
+           "central registry and an https artifact of random bytes from the central artifact store, new in each "
+           "pass. **With cache** each site sets `edgeai_site_cache` and its first device runs `roles/site_cache`. "
+           "**Centre served**: object bytes sent to the site (the centre's logs; the gateway relays site n from "
+           "127.213.n.1); **link**: all bytes down the site's link (`lab link SITE --json`). Copies = bytes / object "
+           f"size. Setup {notes['setup_s']:.0f} s, clean-up {notes['clean_s']:.0f} s, whole run "
+           f"{notes['total_s']:.0f} s (load {notes['load_before']} -> {notes['load_after']}, {os.cpu_count()} "
+           "shared cores).", "", notes["plot"], ""]
+    rows = [row(result, (f"`{site}` ({per_site} devices)" if group == [site] else f"all {len(SITES)} sites")
                 if obj == "image" else "", group, obj)
             for site, group in [*((s, [s]) for s in SITES), ("", SITES)] for obj in ("image", "artifact", "both")]
     out += table(["site", "object (size)", "centre served without cache (copies)",
@@ -286,38 +148,31 @@ def report(result: dict[str, dict[str, Any]], per_site: int, notes: dict[str, An
                          for s in SITES) for p in PASSES}
     other = {p: sum(result[p]["sites"][s][f"{k}_other"] for s in SITES for k in OBJECTS.values()) for p in PASSES}
     fell_back = sorted(h for h, r in cache["records"].items() if r["image_from"] == "centre" or r["warning"])
-    out += ["",
-            "- Responses with object bytes per site (image blob GETs / artifact GETs): without cache "
-            f"{gets['direct']}; with cache {gets['cache']} (the cache fetches the artifact in 4 MiB slices, so more "
-            "than one GET can be one copy). Other responses of the centre to the 3 sites (manifests, `/v2/` probes): "
-            f"{other['direct']:,} bytes without cache, {other['cache']:,} with.",
-            f"- Time (not this benchmark's measure): the fetch playbook took {direct['seconds']:.0f} s without cache "
-            f"and {cache['seconds']:.0f} s with it, of which the two tasks that move the bytes "
-            f"({' and '.join(FETCH_TASKS)}) {direct['fetch_s']:.1f} s and {cache['fetch_s']:.1f} s (profile_tasks): "
-            "with the cache each device first runs site_cache's client tasks (CA, probe, login), and a new layer or "
-            "slice goes centre -> cache -> device while the others wait; the links are not shaped. With the cache, "
-            + (f"devices that fell back to the centre: {', '.join(fell_back)}." if fell_back else
-               "every device fetched through its site's cache (its own record says so).")]
-    # the goal: one copy per site, per object, from the centre's logs
+    out += ["", f"- GETs with object bytes per site (image blobs / artifact): without cache {gets['direct']}; with "
+            f"cache {gets['cache']} (the cache fetches the artifact in 4 MiB slices). Other responses (manifests, "
+            f"`/v2/` probes): {other['direct']:,} bytes without cache, {other['cache']:,} with.",
+            f"- Time (not the measure): the fetch playbook took {direct['seconds']:.0f} s without cache and "
+            f"{cache['seconds']:.0f} s with, its tasks that move the bytes ({' and '.join(FETCH_TASKS)}) "
+            f"{direct['fetch_s']:.1f} s and {cache['fetch_s']:.1f} s (profile_tasks); with the cache each device "
+            "first runs the client tasks (CA, probe, login); the links are not shaped. "
+            + (f"Devices that fell back to the centre: {', '.join(fell_back)}." if fell_back else
+               "Every device fetched through its site's cache (its own record says so).")]
     per = {(s, o): cache["sites"][s][o] / cache[f"{o}_size"] for s in SITES for o in OBJECTS}
     worst, least = max(per.values()), min(per.values())
     link_cache = sum(cache["sites"][s]["link"].get(k, 0) for s in SITES for k in OBJECTS.values())
     total = {p: sum(result[p]["sites"][s][o] for s in SITES for o in OBJECTS) for p in PASSES}
     if worst <= 1.0 + 1e-9 and least >= 1.0 - 1e-9:
-        verdict = (f"**met**: with the cache the centre sent each site exactly one copy of the image and of the "
-                   f"artifact ({worst:.2f} copies for every site and object, from its logs), against {per_site} (one "
-                   f"per device) without it; without / with = {ratio(total['direct'], total['cache'], 'n/a')} for the "
-                   f"whole fleet. Everything that crossed the 3 links with the cache was "
-                   f"{link_cache / (len(SITES) * (cache['image_size'] + cache['artifact_size'])):.3f} copies: the "
-                   "rest is TLS, HTTP headers, manifests and the devices' login probes, not object bytes.")
+        verdict = (f"**met**: with the cache the centre sent each site one copy of each object ({worst:.2f} copies "
+                   f"everywhere, from its logs), against {per_site} without; without / with = "
+                   f"{ratio(total['direct'], total['cache'], 'n/a')} for the fleet. All that crossed the links with "
+                   f"the cache: {link_cache / (len(SITES) * (cache['image_size'] + cache['artifact_size'])):.3f} "
+                   "copies (the rest is TLS, headers, manifests, login probes).")
     elif worst > 1.0:
         over = ", ".join(f"{s} {o} {c:.2f} copies" for (s, o), c in per.items() if c > 1.0)
-        verdict = (f"**missed** by {worst - 1.0:.2f} copies at worst ({over}): a layer or slice reached the centre "
-                   "more than once, from a device that fell back to it (listed above) or past the cache's lock "
-                   "(`proxy_cache_lock`, up to `site_cache_lock_timeout`); `docker logs edgeai-site-cache` says which.")
+        verdict = (f"**missed** by {worst - 1.0:.2f} copies at worst ({over}): a device fell back to the centre or "
+                   "passed the cache's lock (`proxy_cache_lock`); `docker logs edgeai-site-cache` says which.")
     else:
-        verdict = (f"**not measured**: a site got only {least:.2f} copies of an object with the cache, so the log did "
-                   "not see the whole transfer (a log line missing or a source address not matched).")
+        verdict = f"**not measured**: a site got only {least:.2f} copies of an object: the logs missed part of it."
     return "\n".join([*out, f"- Goal one copy per site: {verdict}"])
 
 
@@ -340,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             "devices are up, or raise the limit (scripts/host-setup).")
         return 1
     with harness.workdir("bw") as work:
-        centre = Centre(status, work)
+        centre = Centre(status)
         try:
             access.remove_devices([n for n in everyone if n in status["devices"]], log)  # left by an interrupted run
             for name in everyone:
@@ -349,19 +204,19 @@ def main(argv: list[str] | None = None) -> int:
                 access.lab("link", site, "--clear", timeout=60)
             log(f"{len(everyone)} devices added in {time.monotonic() - t0:.0f} s")
             status = access.status()
-            write_inventories(work, status, fleet)
+            for name in PASSES:
+                site_cache_inventory(work / "inventory" / f"hosts-{name}.yml", status, fleet, cache=name == "cache",
+                                     parent="bw_fleet")
             ansible(work, "hosts-cache.yml", "setup.yml")
             setup_s = time.monotonic() - t0
             log(f"engines and caches ready after {setup_s:.0f} s")
-            # the centre sees site n's relayed connections come from 127.213.<n>.1
-            sources = {s: "127.213.{}.1".format(status["devices"][fleet[s][0]]["address"].split(".")[2])
-                       for s in SITES}
+            sources = {s: site_source(status, fleet[s][0]) for s in SITES}
             result = {name: run_pass(work, centre, sources, name, version)
                       for version, name in enumerate(PASSES, start=1)}
         finally:
             t_clean = time.monotonic()
             access.remove_devices(everyone, log)
-            centre.clean()
+            centre.clean(log)
             clean_s = time.monotonic() - t_clean
             log(f"devices, images and files removed in {clean_s:.0f} s")
     plot = figure(log, PLOTS / "site_bandwidth.png", "bytes down each site's link, without and with the site cache",
