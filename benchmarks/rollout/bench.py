@@ -3,15 +3,13 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Rollout time on lab devices: a model update and a converged re-run of deploy_model.yml, against the previous design.
 
-The bench adds its own devices to the running lab (`lab device add --no-inventory`, sites rb-*, Jetson
-and Coral mixed), bootstraps them outside the timed part, and at each fleet size (--devices) runs,
-alternating which goes first, this checkout's playbooks/deploy_model.yml ("new") and the collection as
-of commit a19d6cd ("old", from `git archive`): an update k -> k+1 with a --soak-s canary soak, then
---repeat converged re-runs with cold SSH connections and one with warm ones. Controller CPU counts
-ansible-playbook, everything under it and its SSH masters (the bench is their child subreaper).
---profile adds a re-run under cProfile (profile_hook/sitecustomize.py). N is capped by what the machine
-holds (inotify instances, memory, disk, measured on the first 4 devices); runs past --budget-s are
-skipped. The section it prints says the rest. Every device it added is removed at the end.
+The bench adds its own devices to the running lab (sites rb-*, Jetson and Coral mixed) and bootstraps them untimed.
+At each fleet size (--devices) it runs this checkout's playbooks/deploy_model.yml ("new") and the collection of
+commit a19d6cd ("old", from `git archive`), alternating which goes first: an update k -> k+1 with a --soak-s canary
+soak, --repeat converged re-runs with cold SSH connections, one with warm ones, and floor.yml (one ping a device).
+Controller CPU counts ansible-playbook, everything under it and its SSH masters (the bench is their subreaper).
+What the machine holds caps the fleet; runs past --budget-s are skipped; --profile adds a re-run under cProfile
+(profile_hook/sitecustomize.py). Every device it added is removed at the end.
 
     .venv/bin/python -m benchmarks.rollout.bench [--devices 8,24] [--soak-s 5] [--repeat 2] [--budget-s 1800]
 """
@@ -40,28 +38,29 @@ OLD_COMMIT = "a19d6cd"
 SITES = ("rb-north", "rb-south", "rb-east", "rb-west")
 # Every profile that gets a server in the lab (generic and jetson-nano do not).
 PROFILES = ("agx-orin", "coral-dev-board", "xavier-nx", "coral-usb", "orin-nano", "agx-xavier")
-PLATFORM = {p: "coral" if p.startswith("coral") else "jetson" for p in PROFILES}
 NAME = re.compile(r"^rb-(north|south|east|west)-b\d\d$")
 PILOT = len(SITES)
 MEM_RESERVE_SHARE, DISK_RESERVE, INOTIFY_RESERVE = 0.25, 20 * 2**30, 16
 DOCKER_ROOT = "/var/lib/docker" if Path("/var/lib/docker").exists() else "/"
-FLOOR = Path(__file__).resolve().parent / "floor.yml"
+CPUACCT = Path("/sys/fs/cgroup/cpuacct/docker")
+HERE = Path(__file__).resolve().parent
 GOALS = {"overhead": 0.35, "update_cpu": 0.6, "noop_cpu": 0.15, "noop_wall": 0.3}
 log = Log("rollout")
 
 
-CPUACCT = Path("/sys/fs/cgroup/cpuacct/docker")
+def plan(count: int) -> dict[str, dict[str, str]]:
+    """name -> site, platform, hardware: sites take turns, profiles cycle, so every site mixes both platforms."""
+    return {f"{SITES[i % 4]}-b{i + 1:02d}": {"site": SITES[i % 4], "hardware": PROFILES[i % 6],
+                                             "platform": "coral" if PROFILES[i % 6].startswith("coral") else "jetson"}
+            for i in range(count)}
 
 
 def device_containers(names: list[str]) -> list[str]:
     """Container ids of these lab devices and of the containers their own engines run (siblings in cgroup v1)."""
     ids = []
-    for name in names:
-        container = f"edgeai-lab-{name}"
-        ids += subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True, text=True,
-                              check=True).stdout.split()
-        ids += subprocess.run(["docker", "exec", container, "docker", "ps", "-q", "--no-trunc"], capture_output=True,
-                              text=True, check=False).stdout.split()
+    for name in (f"edgeai-lab-{n}" for n in names):
+        for argv in (["inspect", "-f", "{{.Id}}", name], ["exec", name, "docker", "ps", "-q", "--no-trunc"]):
+            ids += subprocess.run(["docker", *argv], capture_output=True, text=True, check=False).stdout.split()
     return ids
 
 
@@ -70,20 +69,13 @@ def device_cpu(ids: list[str]) -> float:
     return sum(int((CPUACCT / c / "cpuacct.usage").read_text()) for c in ids if (CPUACCT / c).exists()) / 1e9
 
 
-def plan(count: int) -> dict[str, dict[str, str]]:
-    """name -> site, platform, hardware: sites take turns, profiles cycle, so every site mixes both platforms."""
-    return {f"{SITES[i % 4]}-b{i + 1:02d}": {"site": SITES[i % 4], "platform": PLATFORM[PROFILES[i % 6]],
-                                             "hardware": PROFILES[i % 6]} for i in range(count)}
-
-
-# -- controller CPU: ansible-playbook's tree and its SSH masters ----------------------------------
 def masters(control: Path | None = None) -> list[int]:
-    """SSH ControlPersist masters handed to this process (its children by subreaping)."""
+    """SSH ControlPersist masters handed to this process (its children by subreaping), of one ControlPath or all."""
     me, out = str(os.getpid()), []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)
-            if fields[0].endswith("(ssh") and fields[1].split()[1] == me and (
+            head, tail = stat.read_text().rsplit(")", 1)
+            if head.endswith("(ssh") and tail.split()[1] == me and (
                     control is None or str(control) in (stat.parent / "cmdline").read_text()):
                 out.append(int(stat.parent.name))
         except OSError:
@@ -104,7 +96,7 @@ class Design:
     """A collection to run deploy_model.yml from: this checkout, or the tree of an older commit."""
 
     def __init__(self, work: Path, commit: str | None = None) -> None:
-        self.label, self.old, self.env_extra = ("old" if commit else "new"), commit is not None, {}
+        self.label, self.old, self.env = ("old" if commit else "new"), commit is not None, {}
         self.cfg, self.playbook = ROOT / "ansible.cfg", ROOT / "playbooks" / "deploy_model.yml"
         if commit:
             top = work / "old"
@@ -116,11 +108,7 @@ class Design:
             self.cfg.write_text(re.sub(r"(?m)^collections_path = .*$", f"collections_path = {top}",
                                        (ROOT / "ansible.cfg").read_text()))
             self.playbook = tree / "playbooks" / "deploy_model.yml"
-            self.env_extra = {"ANSIBLE_COLLECTIONS_PATH": str(top)}
-
-    def inventory(self, directory: Path, fleet: dict[str, dict[str, str]]) -> Path:
-        # the old plugin does not know allow_ansible_vars (it took the lab's key variable as it was)
-        return access.registry_inventory(directory / self.label, fleet, access.status()["devices"], not self.old)
+            self.env = {"ANSIBLE_COLLECTIONS_PATH": str(top)}
 
 
 class Bench:
@@ -128,27 +116,35 @@ class Bench:
         self.args, self.work = args, work
         self.new, self.old = Design(work), Design(work, OLD_COMMIT)
         self.version, self.fleet, self.added = 0, {}, []
-        self.facts: dict[str, Any] = {}
+        self.facts: dict[str, Any] = {"align_s": {}}
         self.inventories: dict[str, Path] = {}
+        self.containers: dict[int, list[str]] = {}  # fleet size -> the containers of its devices
 
-    def playbook(self, design: Design, version: int, tag: str, *extra: str, control: Path | None = None,
-                 **env: str) -> dict[str, Any]:
-        """One deploy_model.yml run: its wall and controller CPU seconds, report and output."""
-        release = access.demo_release(version, out=self.work / "releases")
-        report_dir = self.work / "reports" / f"{design.label}-{tag}"
-        fresh, control = control is None, control or Path(tempfile.mkdtemp(prefix="cp-", dir=self.work))
-        args = ["-e", f"@{release}", "-e", f"edgeai_report_dir={report_dir}",
-                "-e", f"edgeai_canary_soak_seconds={self.args.soak_s}", *extra]
+    def control(self) -> Path:
+        return Path(tempfile.mkdtemp(prefix="cp-", dir=self.work))
+
+    def run(self, design: Design, playbook: Path, *args: str, control: Path | None = None, **env: str) -> dict:
+        """One playbook run on the design's inventory: wall and controller CPU seconds, and its output. Without a
+        control (ControlPath directory) it runs on cold connections and closes them after."""
+        fresh, control = control is None, control or self.control()
         cpu0, open0, t = children_cpu(), cpu_s(masters()), time.perf_counter()
-        proc = access.run_playbook_ok(self.inventories[design.label], design.playbook, *args, timeout=1800,
+        proc = access.run_playbook_ok(self.inventories[design.label], playbook, *args, timeout=1800,
                                       env=access.playbook_env(control, ANSIBLE_CONFIG=str(design.cfg),
-                                                              **design.env_extra, **env))
+                                                              **design.env, **env))
         wall = time.perf_counter() - t
         if fresh:
             close_masters(control)
-        cpu = children_cpu() - cpu0 + cpu_s(masters()) - open0
-        return {"wall": wall, "cpu": cpu, "report": access.read_report(report_dir), "stdout": proc.stdout,
+        return {"wall": wall, "cpu": children_cpu() - cpu0 + cpu_s(masters()) - open0, "stdout": proc.stdout,
                 "control": control}
+
+    def deploy(self, design: Design, tag: str, *extra: str, control: Path | None = None, **env: str) -> dict:
+        """deploy_model.yml of the current version, and its report."""
+        release = access.demo_release(self.version, out=self.work / "releases")
+        (self.work / "reports").mkdir(exist_ok=True)
+        report_dir = Path(tempfile.mkdtemp(prefix=f"{design.label}-{tag}-", dir=self.work / "reports"))
+        run = self.run(design, design.playbook, "-e", f"@{release}", "-e", f"edgeai_report_dir={report_dir}",
+                       "-e", f"edgeai_canary_soak_seconds={self.args.soak_s}", *extra, control=control, **env)
+        return dict(run, report=access.read_report(report_dir))
 
     # -- setup, not timed --------------------------------------------------------------------------
     def add(self, names: list[str]) -> None:
@@ -163,28 +159,16 @@ class Bench:
                 access.add_device(name, spec["hardware"], spec["site"])
 
     def bootstrap(self, names: list[str]) -> None:
-        inventory = access.registry_inventory(self.work / f"boot-{names[0]}", {n: self.fleet[n] for n in names},
-                                              access.status()["devices"])
-        control = Path(tempfile.mkdtemp(prefix="cp-", dir=self.work))
         # the event relay left out: the bench then does not depend on the lab's relay image matching
         # the checkout; both designs' event posts are refused at once instead of taken
+        inventory = access.registry_inventory(self.work / f"boot-{names[0]}", {n: self.fleet[n] for n in names},
+                                              access.status()["devices"])
         access.run_playbook_ok(inventory, "playbooks/bootstrap.yml", "-e", "webhook_api_url=",
-                               env=access.playbook_env(control), timeout=1800)
-
-    def align(self, size: int) -> None:
-        """Inventories of the first `size` devices, every one of them serving the current version."""
-        start, fleet = time.perf_counter(), dict(list(self.fleet.items())[:size])
-        for design in (self.new, self.old):
-            self.inventories[design.label] = design.inventory(self.work / f"inv-{size}", fleet)
-        self.version = self.version or 1
-        self.playbook(self.new, self.version, f"install-{size}", "-e", "edgeai_max_unavailable_per_site=100%",
-                      "-e", "edgeai_canary_soak_seconds=0")
-        close_masters()
-        self.facts.setdefault("align_s", {})[size] = time.perf_counter() - start
+                               env=access.playbook_env(self.control()), timeout=1800)
 
     def setup(self, size: int) -> int:
-        """Add and bootstrap `size` devices, fewer when the machine holds fewer (what each of the first
-        PILOT devices holds caps how many it takes); returns how many."""
+        """Add and bootstrap `size` devices, fewer when the machine holds fewer (by what each of the first PILOT
+        devices takes of memory, disk and inotify instances); returns how many."""
         start, self.fleet = time.perf_counter(), plan(size)
         pilot, rest = list(self.fleet)[:PILOT], list(self.fleet)[PILOT:]
         held, limit = access.inotify_instances()
@@ -197,8 +181,6 @@ class Bench:
         bare = {n: access.device_memory(n) for n in pilot}
         per = max(access.inotify_instances()[0].get(f"edgeai-lab-{n}", 0) for n in pilot)
         rest = rest[:max(0, int(free // per) - PILOT) // 4 * 4]
-        for name in [n for n in self.fleet if n not in pilot + rest]:
-            del self.fleet[name]
         with ThreadPoolExecutor(1) as pool:  # the rest is added while the pilot bootstraps
             booting = pool.submit(self.bootstrap, pilot)
             self.add(rest)
@@ -206,57 +188,69 @@ class Bench:
         served = {n: access.device_memory(n) for n in pilot}
         disk_per = mean(access.device_disk(n) for n in pilot)
         ws_per = max(m["ws"] for m in served.values())
-        reserve = MEM_RESERVE_SHARE * mem0["MemTotal"]
-        caps = {"inotify": int(free // per), "memory": int((mem0["MemAvailable"] - reserve) // ws_per),
+        caps = {"inotify": int(free // per),
+                "memory": int((mem0["MemAvailable"] - MEM_RESERVE_SHARE * mem0["MemTotal"]) // ws_per),
                 "disk": int((disk0 - DISK_RESERVE) // disk_per)}
-        self.facts.update(mem_bare=bare, mem_served=served, disk_per=disk_per, caps=caps, inotify_per=per,
-                          inotify_limit=limit)
         log(f"pilot: {mib(ws_per)} working set, {mib(disk_per)} disk, {per} inotify instances per device; "
             f"caps {caps}")
-        rest = rest[:max(0, min(caps.values()) - PILOT) // 4 * 4]
-        access.remove_devices([n for n in self.fleet if n not in pilot + rest], log)
-        self.fleet = {n: spec for n, spec in self.fleet.items() if n in pilot + rest}
+        keep = max(0, min(caps.values()) - PILOT) // 4 * 4
+        access.remove_devices(rest[keep:], log)
+        rest = rest[:keep]
+        self.fleet = {n: self.fleet[n] for n in pilot + rest}
         self.added = [n for n in self.added if n in self.fleet]
         if rest:
             self.bootstrap(rest)
-        self.facts.update(setup_s=time.perf_counter() - start, devices=len(self.fleet))
+        self.facts.update(mem_bare=bare, mem_served=served, disk_per=disk_per, caps=caps, inotify_per=per,
+                          inotify_limit=limit, setup_s=time.perf_counter() - start, devices=len(self.fleet))
         log(f"{len(self.fleet)} devices bootstrapped after {self.facts['setup_s']:.0f} s")
         return len(self.fleet)
+
+    def align(self, size: int) -> None:
+        """Inventories of the first `size` devices, every one of them serving the current version."""
+        start, fleet = time.perf_counter(), dict(list(self.fleet.items())[:size])
+        for design in (self.new, self.old):
+            # the old plugin does not know allow_ansible_vars (it took the lab's key variable as it was)
+            self.inventories[design.label] = access.registry_inventory(
+                self.work / f"inv-{size}" / design.label, fleet, access.status()["devices"], not design.old)
+        self.version = self.version or 1
+        self.deploy(self.new, f"install-{size}", "-e", "edgeai_max_unavailable_per_site=100%",
+                    "-e", "edgeai_canary_soak_seconds=0")
+        close_masters()
+        self.facts["align_s"][size] = time.perf_counter() - start
 
     # -- timed ---------------------------------------------------------------------------------------
     def measure(self, size: int, step: int) -> dict[str, Any]:
         order = (self.new, self.old) if step % 2 == 0 else (self.old, self.new)
-        out: dict[str, Any] = {"n": size, "order": [d.label for d in order]}
+        out: dict[str, Any] = {"n": size, "order": [d.label for d in order], "floor": []}
         for design in order:
             self.version += 1
-            run = self.playbook(design, self.version, f"update-{size}", **PROFILE_TASKS)
+            run = self.deploy(design, f"update-{size}", **PROFILE_TASKS)
             results = {(r["result"], r["before"], r["after"]) for r in run["report"]["devices"]}
             if results != {("updated", self.version - 1, self.version)} or len(run["report"]["devices"]) != size:
                 raise RuntimeError(f"{design.label}: the update did not update every device: {results}")
             out[f"update_{design.label}"] = split_update(run, design.old)
             log(f"{size} devices, {design.label} update: {run['wall']:.1f} s, CPU {run['cpu']:.1f} s")
-        if "mem_model" not in self.facts:
-            self.facts["mem_model"] = {n: access.device_memory(n) for n in list(self.fleet)[:PILOT]}
+        self.facts.setdefault("mem_model", {n: access.device_memory(n) for n in list(self.fleet)[:PILOT]})
         for i in range(self.args.repeat):
             for design in order if i % 2 == 0 else order[::-1]:
-                self.noop(out, design, f"noop-{size}-{i}", "cold")
-            self.floor(out)
+                self.noop(out, design, "cold")
+            run = self.run(self.new, HERE / "floor.yml")
+            out["floor"].append((run["wall"], run["cpu"]))
+            log(f"{size} devices, floor (one ping each): {run['wall']:.1f} s, CPU {run['cpu']:.1f} s")
         for design in order:
             if self.over_budget(out, size):
                 break
-            warm = self.noop(out, design, f"noop-{size}-prewarm", "prewarm", keep=True)
-            self.noop(out, design, f"noop-{size}-warm", "warm", control=warm)
+            warm = self.noop(out, design, "prewarm", control=self.control())
+            self.noop(out, design, "warm", control=warm)
             close_masters(warm)
         return out
 
-    def noop(self, out: dict[str, Any], design: Design, tag: str, kind: str, keep: bool = False,
-             control: Path | None = None, **env: str) -> Path:
-        control = control or (Path(tempfile.mkdtemp(prefix="cp-", dir=self.work)) if keep else None)
-        ids = self.facts.setdefault("containers", {}).get(out["n"])
-        if ids is None:
-            ids = self.facts["containers"][out["n"]] = device_containers(list(self.fleet)[:out["n"]])
+    def noop(self, out: dict[str, Any], design: Design, kind: str, control: Path | None = None) -> Path:
+        """A converged re-run; its wall, controller CPU and the devices' CPU go to out[noop_<design>_<kind>]."""
+        ids = self.containers.get(out["n"]) or self.containers.setdefault(
+            out["n"], device_containers(list(self.fleet)[:out["n"]]))
         device0 = device_cpu(ids)
-        run = self.playbook(design, self.version, tag, control=control, **env)
+        run = self.deploy(design, f"noop-{out['n']}-{kind}", control=control)
         device_s = device_cpu(ids) - device0
         rows = run["report"]["devices"]
         if {r["result"] for r in rows} != {"unchanged"} or len(rows) != out["n"]:
@@ -266,17 +260,6 @@ class Bench:
             log(f"{out['n']} devices, {design.label} re-run, {kind}: {run['wall']:.1f} s, CPU {run['cpu']:.1f} s")
         return run["control"]
 
-    def floor(self, out: dict[str, Any]) -> None:
-        """floor.yml (one ansible.builtin.ping a device) on the same inventory, ansible.cfg and cold SSH."""
-        control = Path(tempfile.mkdtemp(prefix="cp-", dir=self.work))
-        cpu0, t = children_cpu(), time.perf_counter()
-        access.run_playbook_ok(self.inventories["new"], FLOOR, timeout=600,
-                               env=access.playbook_env(control, ANSIBLE_CONFIG=str(self.new.cfg)))
-        wall = time.perf_counter() - t
-        close_masters(control)
-        out.setdefault("floor", []).append((wall, children_cpu() - cpu0))
-        log(f"{out['n']} devices, floor (one ping each): {wall:.1f} s, CPU {out['floor'][-1][1]:.1f} s")
-
     def over_budget(self, out: dict[str, Any], size: int, factor: float = 2.0) -> bool:
         one = max(run[0] for run in out.get("noop_new_cold", [(2.0 * size, 0)]))
         return time.monotonic() - T0 + factor * one + 4 * len(self.added) > self.args.budget_s
@@ -285,9 +268,8 @@ class Bench:
         """A re-run of this design under cProfile: CPU by process kind and by code."""
         pdir = self.work / "profile"
         pdir.mkdir()
-        hook = Path(__file__).resolve().parent / "profile_hook"
-        cpu = self.playbook(self.new, self.version, "profile", EDGEAI_PROFILE_DIR=str(pdir),
-                            PYTHONPATH=f"{hook}:{os.environ.get('PYTHONPATH', '')}")["cpu"]
+        cpu = self.deploy(self.new, "profile", EDGEAI_PROFILE_DIR=str(pdir),
+                          PYTHONPATH=f"{HERE / 'profile_hook'}:{os.environ.get('PYTHONPATH', '')}")["cpu"]
         stats = {kind: sorted(pdir.glob(f"{kind}-*.prof")) for kind in ("main", "worker")}
         own = {kind: sum(float(p.stem.rsplit("-", 1)[1]) for p in paths) for kind, paths in stats.items()}
         out["profile"] = {"cpu": cpu, "own": own, "workers": len(stats["worker"]),
@@ -295,11 +277,12 @@ class Bench:
 
 
 def split_update(run: dict[str, Any], old: bool) -> dict[str, Any]:
+    """An update's wall split into soak, transfer, load + smoke (each wave waits for its slowest device) and the
+    controller's overhead, the rest."""
     report, rows = run["report"], {r["device"]: r for r in run["report"]["devices"]}
     soak = transfer = load = smoke = 0.0
     for wave in report["waves"]:
         transfer += max(float(rows[d].get("stage_s") or 0) for d in wave)
-        # the wave waits for its slowest device's load + smoke
         slowest = max(wave, key=lambda d: float(rows[d]["load_time_s"]) + float(rows[d]["smoke_latency_ms"]) / 1e3)
         load += float(rows[slowest]["load_time_s"])
         smoke += float(rows[slowest]["smoke_latency_ms"]) / 1e3
@@ -308,17 +291,15 @@ def split_update(run: dict[str, Any], old: bool) -> dict[str, Any]:
         found = re.search(r"Watch the canary for the soak period -+ ([0-9.]+)s", run["stdout"])
         soak = float(found.group(1)) if found else 0.0
     tasks = harness.task_times(run["stdout"])
-    overhead = run["wall"] - soak - transfer - load - smoke
     return {"wall": run["wall"], "cpu": run["cpu"], "soak": soak, "transfer": transfer, "load": load,
-            "smoke": smoke, "overhead": overhead, "waves": len(report["waves"]),
+            "smoke": smoke, "overhead": run["wall"] - soak - transfer - load - smoke, "waves": len(report["waves"]),
             "top": sorted(tasks.items(), key=lambda kv: -kv[1])[:5]}
 
 
 def top_code(paths: list[Path], count: int = 8) -> list[tuple[str, float]]:
     """CPU seconds by code area (package folder of the function's file), own time only."""
-    stats = pstats.Stats(*map(str, paths))
     areas: dict[str, float] = {}
-    for (file, _line, func), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():
+    for (file, _line, func), (_cc, _nc, tottime, _ct, _callers) in pstats.Stats(*map(str, paths)).stats.items():
         if "site-packages/" in file:
             area = "/".join(file.split("site-packages/", 1)[1].split("/")[:3]).removesuffix(".py")
         elif file.startswith("~") or file == "<built-in>":
@@ -352,8 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(args, work)
         try:
             largest = bench.setup(sizes[-1])
-            sizes = [s for s in sizes if s < largest] + [largest]
-            for step, size in enumerate(sizes):
+            for step, size in enumerate([s for s in sizes if s < largest] + [largest]):
                 if step and time.monotonic() - T0 + results[-1]["elapsed"] * size / results[-1]["n"] > args.budget_s:
                     log(f"{size} devices: skipped, wall budget")
                     break
@@ -378,114 +358,6 @@ def best(runs: list[tuple[float, ...]] | None) -> tuple[float, ...] | None:
     return min(runs, key=lambda r: r[0]) if runs else None
 
 
-def markdown(results: list[dict[str, Any]], facts: dict[str, Any], args: Any) -> str:
-    sizes = [r["n"] for r in results]
-    fleet = plan(sizes[-1])
-    jetsons = sum(1 for d in fleet.values() if d["platform"] == "jetson")
-
-    def per_platform(key: str, field: str = "ws") -> str:
-        vals = {p: mean(m[field] for n, m in facts[key].items() if fleet[n]["platform"] == p)
-                for p in ("jetson", "coral")}
-        return ", ".join(f"{p} {mib(v)}" for p, v in vals.items())
-
-    caps = facts["caps"]
-    out = [
-        "## Rollout: a model update and a converged re-run on lab devices, this design against the previous one",
-        "",
-        f"`playbooks/deploy_model.yml` on {' and then '.join(map(str, sizes))} lab devices of the bench's own "
-        f"({jetsons} of the {sizes[-1]} Jetson with Triton, the others Coral with LiteRT) in {len(SITES)} sites, over "
-        "SSH on loopback, the demo model `detector` (artifacts pushed from the controller; the event relay left out, "
-        "so both designs' event posts are refused at once), ansible.cfg as committed "
-        "(forks 25, pipelining, ControlPersist 120 s). **new**: this checkout (the action `edgeai.fleet.rollout`: "
-        "one module call per device for its preflight, at most two for its wave, the canary soak inside "
-        f"`inference_model`); **old**: the collection as of commit {OLD_COMMIT} (`git archive`, its own "
-        "playbook and plugins, the same ansible.cfg and devices). The two alternate on the same devices: "
-        + "; ".join(f"{r['n']} devices: " + " first, then ".join(r["order"]) for r in results) + ". Controller CPU "
-        "(user + system) covers ansible-playbook, its workers, ssh clients and SSH masters; it is what the other "
-        f"work on these {os.cpu_count()} shared cores does not inflate (load average at the end {harness.loadavg()}).",
-        "",
-        f"Setup, not timed: {facts['devices']} devices added and bootstrapped in {facts['setup_s']:.0f} s (those "
-        "beyond the size being measured stay idle), then before each size's runs its devices brought to the current "
-        "version (" + ", ".join(f"{n} devices {t:.0f} s" for n, t in facts["align_s"].items())
-        + f"); removed in {facts['remove_s']:.0f} s; the bench took "
-        f"{(time.monotonic() - T0) / 60:.1f} min. Memory per device (cgroups of the device and its engine's "
-        f"containers, first {PILOT}): working set {per_platform('mem_bare')} bare, {per_platform('mem_served')} "
-        "with the inference server"
-        + (f", {per_platform('mem_model')} serving the model (anonymous RSS {per_platform('mem_model', 'rss')})"
-           if "mem_model" in facts else "")
-        + f"; disk {mib(facts['disk_per'])} per device. The machine holds {caps['memory']} devices by memory "
-        f"({MEM_RESERVE_SHARE:.0%} kept for others), {caps['disk']} by disk and {caps['inotify']} by root's inotify "
-        f"instances ({facts['inotify_per']} per device, limit {facts['inotify_limit']}).",
-        "",
-        f"### Update, version k -> k+1 (canary soak {args.soak_s} s)",
-        "",
-    ]
-    rows = []
-    for r in results:
-        for label in ("new", "old"):
-            u = r[f"update_{label}"]
-            busy = u["wall"] - u["soak"]
-            rows.append([f"{r['n']}", f"**{label}**" if label == "new" else label, u["waves"], f"{u['wall']:.1f}",
-                         f"{u['soak']:.1f}", f"{u['transfer']:.1f}", f"{u['load'] + u['smoke']:.1f}",
-                         f"{u['overhead']:.1f}", f"**{u['overhead'] / busy:.0%}**", f"{u['cpu']:.1f}",
-                         f"{u['cpu'] / r['n']:.2f}"])
-        new, old = r["update_new"], r["update_old"]
-        rows.append([r["n"], "new / old", "", ratio(new["wall"], old["wall"]), "", "", "",
-                     ratio(new["overhead"], old["overhead"]), "", ratio(new["cpu"], old["cpu"]), ""])
-    out += table(["devices", "design", "waves", "wall s", "soak s", "transfer s", "load + smoke s",
-                  "controller overhead s", "overhead / (wall - soak)", "controller CPU s", "CPU s per device"],
-                 rows, "llrrrrrrrrr")
-    last = results[-1]
-    u = last["update_new"]
-    busy = u["wall"] - u["soak"]
-    out += ["", under(f"controller overhead ({last['n']} devices), as a share of wall - soak,",
-                      u["overhead"] / busy, GOALS["overhead"], True,
-                      f"; {u['overhead'] - GOALS['overhead'] * busy:.1f} s over"),
-            under(f"update CPU per device ({last['n']} devices)", u["cpu"] / last["n"], GOALS["update_cpu"]),
-            "- Slowest tasks of the update (profile_tasks, summed over waves; wall): "
-            + "; ".join(f"{label} at {r['n']}: " + ", ".join(f"{t} {s:.1f} s" for t, s in r[f"update_{label}"]["top"])
-                        for r in results[-1:] for label in ("new", "old")) + ".",
-            "", "### Converged re-run (every device `unchanged`)", "",
-            f"Best of {args.repeat} runs with cold SSH connections (a fresh ControlPath directory, as a nightly job "
-            "finds them), and one with warm ones (right after a run that left its connections open). **floor**: "
-            "`benchmarks/rollout/floor.yml`, one `ansible.builtin.ping` per device through the same inventory, "
-            "ansible.cfg and cold connections, best of as many runs: what Ansible itself costs a device for one "
-            "module call, which no playbook goes below.", ""]
-    rows = []
-    for r in results:
-        for label in ("new", "old"):
-            cold, warm = best(r.get(f"noop_{label}_cold")), best(r.get(f"noop_{label}_warm"))
-            rows.append([r["n"], f"**{label}**" if label == "new" else label, f"{cold[0]:.1f}",
-                         f"{cold[0] / r['n']:.2f}", f"{cold[1]:.1f}", f"{cold[1] / r['n']:.3f}",
-                         f"{warm[0]:.1f} / {warm[1]:.1f}" if warm else "skipped (budget)"])
-        cn, co = best(r["noop_new_cold"]), best(r["noop_old_cold"])
-        rows.append([r["n"], "new / old", ratio(cn[0], co[0]), "", ratio(cn[1], co[1]), "", ""])
-        floor = best(r["floor"])
-        rows.append([r["n"], "floor: one ping", f"{floor[0]:.1f}", f"{floor[0] / r['n']:.2f}", f"{floor[1]:.1f}",
-                     f"{floor[1] / r['n']:.3f}", ""])
-        rows.append([r["n"], "new / floor", ratio(cn[0], floor[0]), "", ratio(cn[1], floor[1]), "", ""])
-    out += table(["devices", "design", "wall s", "wall s per device", "controller CPU s", "CPU s per device",
-                  "warm: wall s / CPU s"], rows, "llrrrrr")
-    cold = best(last["noop_new_cold"])
-    floor = best(last["floor"])
-    device_s = cold[2] if len(cold) > 2 else float("nan")
-    out += ["", under(f"controller CPU per device ({last['n']} devices)", cold[1] / last["n"], GOALS["noop_cpu"]),
-            under(f"wall per device ({last['n']} devices)", cold[0] / last["n"], GOALS["noop_wall"]),
-            f"- The floor at {last['n']} devices is {floor[1] / last['n']:.3f} CPU-s and {floor[0] / last['n']:.2f} s "
-            f"of wall per device: the goals ask for {GOALS['noop_cpu'] / (floor[1] / last['n']):.2f}x and "
-            f"{GOALS['noop_wall'] / (floor[0] / last['n']):.2f}x of what one ping costs; this design's re-run costs "
-            f"{cold[1] / floor[1]:.2f}x the floor's CPU.",
-            f"- Wall here includes the devices' own work on the same {os.cpu_count()} cores: in that re-run the "
-            f"{last['n']} devices (their containers and their engines' containers) used {device_s:.1f} CPU-s, "
-            f"{device_s / last['n']:.2f} s each, mostly the preflight module's Python and its calls to the server. "
-            "On a real fleet every device does that on its own CPU, at the same time."]
-    if len(results) > 1:
-        out += ["", "### Extrapolation (estimates)", "", extrapolate(results)]
-    if "profile" in last:
-        out += ["", "### Where the controller's CPU goes (converged re-run, this design)", "", profile_text(last)]
-    return "\n".join(out)
-
-
 def under(what: str, value: float, limit: float, percent: bool = False, extra: str = "") -> str:
     """A goal line: value against its limit, and by how much it misses."""
     def show(x: float) -> str:
@@ -496,6 +368,97 @@ def under(what: str, value: float, limit: float, percent: bool = False, extra: s
                        show(value) + ("" if met else f", {value / limit:.2f}x the goal{extra}"))
 
 
+def markdown(results: list[dict[str, Any]], facts: dict[str, Any], args: Any) -> str:
+    sizes, last = [r["n"] for r in results], results[-1]
+    fleet = plan(sizes[-1])
+
+    def per_platform(key: str, field: str = "ws") -> str:
+        return ", ".join(f"{p} {mib(mean(m[field] for n, m in facts[key].items() if fleet[n]['platform'] == p))}"
+                         for p in ("jetson", "coral"))
+
+    caps = facts["caps"]
+    out = [
+        "## Rollout: a model update and a converged re-run on lab devices, this design against the previous one",
+        "",
+        f"`playbooks/deploy_model.yml` on {' and then '.join(map(str, sizes))} lab devices "
+        f"({sum(d['platform'] == 'jetson' for d in fleet.values())} of {sizes[-1]} Jetson with Triton, the others "
+        f"Coral with LiteRT) in {len(SITES)} sites, SSH on loopback, the demo model `detector` pushed from the "
+        "controller, no event relay (both designs' posts are refused at once), ansible.cfg as committed (forks 25, "
+        "pipelining, ControlPersist 120 s). **new**: this checkout (the action `edgeai.fleet.rollout`); **old**: "
+        f"commit {OLD_COMMIT} (`git archive`), on the same devices, alternating: "
+        + "; ".join(f"{r['n']} devices " + " first, then ".join(r["order"]) for r in results) + ". Controller CPU "
+        "(user + system) covers ansible-playbook, its workers, ssh clients and SSH masters; other work on these "
+        f"{os.cpu_count()} shared cores does not inflate it (load average at the end {harness.loadavg()}).",
+        "",
+        f"Setup, not timed: {facts['devices']} devices added and bootstrapped in {facts['setup_s']:.0f} s, each size's "
+        "devices brought to the current version (" + ", ".join(f"{n} devices {t:.0f} s" for n, t in
+                                                               facts["align_s"].items())
+        + f"), removed in {facts['remove_s']:.0f} s; the bench took {(time.monotonic() - T0) / 60:.1f} min. Memory "
+        f"per device (first {PILOT}; device and engine containers): working set {per_platform('mem_bare')} bare, "
+        f"{per_platform('mem_served')} with the inference server, {per_platform('mem_model')} serving the model "
+        f"(anonymous RSS {per_platform('mem_model', 'rss')}); disk {mib(facts['disk_per'])}. "
+        f"The machine holds {caps['memory']} devices by memory ({MEM_RESERVE_SHARE:.0%} kept for others), "
+        f"{caps['disk']} by disk, {caps['inotify']} by "
+        f"root's inotify instances ({facts['inotify_per']} per device, limit {facts['inotify_limit']}).",
+        "", f"### Update, version k -> k+1 (canary soak {args.soak_s} s)", ""]
+    rows = []
+    for r in results:
+        for label in ("new", "old"):
+            u = r[f"update_{label}"]
+            rows.append([r["n"], f"**{label}**" if label == "new" else label, u["waves"], f"{u['wall']:.1f}",
+                         f"{u['soak']:.1f}", f"{u['transfer']:.1f}", f"{u['load'] + u['smoke']:.1f}",
+                         f"{u['overhead']:.1f}", f"**{u['overhead'] / (u['wall'] - u['soak']):.0%}**",
+                         f"{u['cpu']:.1f}", f"{u['cpu'] / r['n']:.2f}"])
+        new, old = r["update_new"], r["update_old"]
+        rows.append([r["n"], "new / old", "", ratio(new["wall"], old["wall"]), "", "", "",
+                     ratio(new["overhead"], old["overhead"]), "", ratio(new["cpu"], old["cpu"]), ""])
+    out += table(["devices", "design", "waves", "wall s", "soak s", "transfer s", "load + smoke s",
+                  "controller overhead s", "overhead / (wall - soak)", "controller CPU s", "CPU s per device"],
+                 rows, "llrrrrrrrrr")
+    u = last["update_new"]
+    busy = u["wall"] - u["soak"]
+    out += ["", under(f"controller overhead ({last['n']} devices), as a share of wall - soak,", u["overhead"] / busy,
+                      GOALS["overhead"], True, f"; {u['overhead'] - GOALS['overhead'] * busy:.1f} s over"),
+            under(f"update CPU per device ({last['n']} devices)", u["cpu"] / last["n"], GOALS["update_cpu"]),
+            f"- Slowest tasks (profile_tasks, summed over waves) at {last['n']}: "
+            + "; ".join(f"{label}: " + ", ".join(f"{t} {s:.1f} s" for t, s in last[f"update_{label}"]["top"])
+                        for label in ("new", "old")) + ".",
+            "", "### Converged re-run (every device `unchanged`)", "",
+            f"Best of {args.repeat} runs on cold SSH connections (a fresh ControlPath, as a nightly job finds them), "
+            "one on warm ones (right after a run that left them open). **floor**: `benchmarks/rollout/floor.yml`, one "
+            "`ansible.builtin.ping` per device, same inventory, ansible.cfg and cold connections, best of as many: "
+            "what Ansible itself costs a device for one module call.", ""]
+    rows = []
+    for r in results:
+        cn, co, floor = best(r["noop_new_cold"]), best(r["noop_old_cold"]), best(r["floor"])
+        for label, cold in (("new", cn), ("old", co)):
+            warm = best(r.get(f"noop_{label}_warm"))
+            rows.append([r["n"], f"**{label}**" if label == "new" else label, f"{cold[0]:.1f}",
+                         f"{cold[0] / r['n']:.2f}", f"{cold[1]:.1f}", f"{cold[1] / r['n']:.3f}",
+                         f"{warm[0]:.1f} / {warm[1]:.1f}" if warm else "skipped (budget)"])
+        rows += [[r["n"], "new / old", ratio(cn[0], co[0]), "", ratio(cn[1], co[1]), "", ""],
+                 [r["n"], "floor: one ping", f"{floor[0]:.1f}", f"{floor[0] / r['n']:.2f}", f"{floor[1]:.1f}",
+                  f"{floor[1] / r['n']:.3f}", ""],
+                 [r["n"], "new / floor", ratio(cn[0], floor[0]), "", ratio(cn[1], floor[1]), "", ""]]
+    out += table(["devices", "design", "wall s", "wall s per device", "controller CPU s", "CPU s per device",
+                  "warm: wall s / CPU s"], rows, "llrrrrr")
+    (wall, cpu, device_s), floor, n = best(last["noop_new_cold"]), best(last["floor"]), last["n"]
+    out += ["", under(f"controller CPU per device ({n} devices)", cpu / n, GOALS["noop_cpu"]),
+            under(f"wall per device ({n} devices)", wall / n, GOALS["noop_wall"]),
+            f"- The floor at {n} devices is {floor[1] / n:.3f} CPU-s and {floor[0] / n:.2f} s of wall per device: "
+            f"the goals ask for {GOALS['noop_cpu'] / (floor[1] / n):.2f}x and "
+            f"{GOALS['noop_wall'] / (floor[0] / n):.2f}x of one ping; "
+            f"this design's re-run costs {cpu / floor[1]:.2f}x the floor's CPU.",
+            f"- Wall includes the devices' own work on the same {os.cpu_count()} cores: their containers used "
+            f"{device_s:.1f} CPU-s in that re-run, {device_s / n:.2f} s each (mostly the preflight module and its "
+            "calls to the server), which a real device spends on its own CPU."]
+    if len(results) > 1:
+        out += ["", "### Extrapolation (estimates)", "", extrapolate(results)]
+    if "profile" in last:
+        out += ["", "### Where the controller's CPU goes (converged re-run, this design)", "", profile_text(last)]
+    return "\n".join(out)
+
+
 def extrapolate(results: list[dict[str, Any]]) -> str:
     """cost = a + b * N through the smallest and largest size, for 1,000 devices on a 2-core controller."""
     lines = []
@@ -504,31 +467,27 @@ def extrapolate(results: list[dict[str, Any]]) -> str:
         a_cpu, b_cpu = harness.fit_line([(n, c) for n, (_w, c, *_) in noop])
         a_wall, b_wall = harness.fit_line([(n, w) for n, (w, _c, *_) in noop])
         a_up, b_up = harness.fit_line([(r["n"], r[f"update_{label}"]["cpu"]) for r in results])
-        cpu, wall = a_cpu + 1000 * b_cpu, a_wall + 1000 * b_wall
+        cpu, wall, up = a_cpu + 1000 * b_cpu, a_wall + 1000 * b_wall, a_up + 1000 * b_up
         lines.append(
-            f"- **{label}**: a converged re-run costs {a_cpu:.1f} + {b_cpu:.3f} x N controller CPU-seconds (wall "
-            f"{a_wall:.1f} + {b_wall:.3f} x N s here); a nightly convergence job on 1,000 devices: about {cpu:,.0f} "
-            f"CPU-s, so on a 2-core controller at least {cpu / 2 / 60:,.1f} min of wall if both cores were its own "
-            f"(the line through this machine's wall times: {wall / 60:,.1f} min). An update costs {a_up:.1f} + "
-            f"{b_up:.3f} x N CPU-s: an AWX slice of 1,000 devices takes about {a_up + 1000 * b_up:,.0f} CPU-s, "
-            "at least "
-            f"{(a_up + 1000 * b_up) / 2 / 60:,.1f} min of the 2 cores, on top of the waves' device time.")
+            f"- **{label}**: a converged re-run costs {a_cpu:.1f} + {b_cpu:.3f} x N controller CPU-s (wall "
+            f"{a_wall:.1f} + {b_wall:.3f} x N s here): on 1,000 devices about {cpu:,.0f} CPU-s, at least "
+            f"{cpu / 2 / 60:,.1f} min of a 2-core controller ({wall / 60:,.1f} min by this machine's wall times). An "
+            f"update costs {a_up:.1f} + {b_up:.3f} x N CPU-s: for 1,000 devices about {up:,.0f} CPU-s, at least "
+            f"{up / 2 / 60:,.1f} min of the 2 cores, on top of the waves' device time.")
     return "\n".join(lines)
 
 
 def profile_text(result: dict[str, Any]) -> str:
-    p = result["profile"]
-    own = p["own"]
+    p, own = result["profile"], result["profile"]["own"]
     rest = p["cpu"] - own["main"] - own["worker"]
-    text = (f"One more re-run on {result['n']} devices with every ansible-playbook process under cProfile (CPU "
-            f"time; it slows them, so shares, not seconds, are the point): {p['cpu']:.1f} CPU-s in all, of which "
-            f"the main process {own['main']:.1f} s ({own['main'] / p['cpu']:.0%}), its {p['workers']} forked workers "
+    text = (f"One more re-run on {result['n']} devices, every ansible-playbook process under cProfile (CPU time; it "
+            f"slows them, so the shares are the point): {p['cpu']:.1f} CPU-s, of which the main process "
+            f"{own['main']:.1f} s ({own['main'] / p['cpu']:.0%}), its {p['workers']} forked workers "
             f"{own['worker']:.1f} s ({own['worker'] / p['cpu']:.0%}, {own['worker'] / max(1, p['workers']) * 1e3:.0f} "
-            f"ms each), and ssh clients, SSH masters and local module processes {rest:.1f} s "
-            f"({rest / p['cpu']:.0%}). Own time by code:")
+            f"ms each), ssh clients, SSH masters and local module processes {rest:.1f} s ({rest / p['cpu']:.0%}). "
+            "Own time by code:")
     for kind, top in p["top"].items():
-        total = own["main" if kind == "main" else "worker"]
-        text += f" {kind}: " + ", ".join(f"`{area}` {s / total:.0%}" for area, s in top) + ";"
+        text += f" {kind}: " + ", ".join(f"`{area}` {s / own[kind]:.0%}" for area, s in top) + ";"
     return text.rstrip(";") + "."
 
 
