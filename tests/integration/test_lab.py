@@ -225,6 +225,25 @@ def test_second_lab_up_reuses_everything(lab):
     assert _container_ids(fleet) == ids
 
 
+def test_a_device_added_again_elsewhere_is_made_again(lab):
+    """A container the lab finds under a device's name is kept only if this lab made it so: the same
+    name added again at another site is made again (as one left by another checkout's lab is, whose
+    SSH key this lab's would not open)."""
+    name = f"labtest-{uuid.uuid4().hex[:6]}"
+    try:
+        for site in ("site-t", "site-u"):
+            proc = lab_cli("device", "add", name, "--profile", "generic", "--site", site, "--no-inventory",
+                           timeout=600)
+            assert proc.returncode == 0, proc.stderr
+            ep = json.loads(proc.stdout)
+            said = _ssh(ep, "cat /etc/edgeai-lab/device.json")
+            assert said.returncode == 0, said.stderr
+            assert json.loads(said.stdout)["site"] == site
+        assert "made by another lab" in proc.stderr
+    finally:
+        lab_cli("device", "rm", name, timeout=300)
+
+
 def test_webhook_receiver_answers_devices_over_tls(lab, lab_ssh):
     """The lab starts the events engineer's receiver when tests/lab/webhook_receiver exists."""
     if not (ROOT / "tests/lab/webhook_receiver/webhook_receiver/__main__.py").exists():

@@ -169,6 +169,7 @@ def _bring_up(state: dict[str, Any], wanted: list[dict[str, Any]]) -> None:
         devices.apply_packages(d["id"], d["profile"])
         if not wait_tcp("127.0.0.1", state["devices"][d["id"]]["port"], 30):
             raise LabError(f"{d['id']}: SSH port not answering")
+        devices.check_login(d["id"], state["devices"][d["id"]]["port"], infra["ssh_key"])
 
     with ThreadPoolExecutor(PARALLEL) as pool:
         errors = [f.exception() for f in [pool.submit(finish, d) for d in wanted]]

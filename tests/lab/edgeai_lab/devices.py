@@ -27,6 +27,7 @@ from edgeai_lab.core import (
     LabError,
     docker,
     log,
+    run,
     sha256_text,
 )
 
@@ -34,6 +35,7 @@ DEVICE_ROOT = "/opt/edgeai-lab/root"
 # The data centre's services, as each device's /etc/hosts names them (its site's gateway).
 CENTRAL_HOSTS = (REGISTRY_HOST, APT_HOST, WEBHOOK_HOST, ARTIFACTS_HOST)
 ROOT_LINKS = ("etc", "var", "usr", "dev", "opt", "run")
+MADE_LABEL = "edgeai.lab.made"
 
 
 def load_profile(name: str) -> dict[str, Any]:
@@ -148,30 +150,50 @@ def overlay_tar(device: str, profile: dict[str, Any], ssh_pub: str, ca_crt: byte
     return buf.getvalue()
 
 
+def made_from(ssh_pub: str, ca_crt: bytes, keyring: bytes, meta: dict[str, Any], gateway: str) -> str:
+    """A digest of what a device is made with that differs from one lab to another (another checkout's
+    `.lab`, or one made again): the SSH key it lets in, the CA and apt keyring it trusts, its port, site
+    and gateway. Kept in the container's MADE_LABEL."""
+    return sha256_text(ssh_pub, ca_crt, keyring, json.dumps(meta, sort_keys=True), gateway)[:16]
+
+
+def stale(info: dict[str, Any], image: str, profile_name: str, made: str) -> str | None:
+    """Why the existing container `info` (docker inspect) cannot serve as this device, or None."""
+    labels = info["Config"]["Labels"] or {}
+    # Docker rewrites /etc/hosts from --add-host at every start: a device made before a
+    # central host existed must be made again to know it for good.
+    hosts = {entry.split(":")[0] for entry in info["HostConfig"].get("ExtraHosts") or []}
+    if info["Config"]["Image"] != image or labels.get("edgeai.lab.profile") != profile_name:
+        return "image or profile changed"
+    if labels.get(MADE_LABEL) != made:
+        # e.g. left by the lab of another checkout: it would refuse this lab's SSH key
+        return "made by another lab (SSH key, CA, port or site), or before the lab labelled that"
+    if not hosts >= set(CENTRAL_HOSTS):
+        return f"made before {', '.join(sorted(set(CENTRAL_HOSTS) - hosts))} existed"
+    return None
+
+
 def create_device(device: str, profile_name: str, site: str, port: int, image: str, *, ssh_pub: str,
                   ca_crt: bytes, meta: dict[str, Any], gateway: str) -> None:
     profile = load_profile(profile_name)
+    keyring = (APT_DIR / KEYRING_NAME).read_bytes()
+    made = made_from(ssh_pub, ca_crt, keyring, meta, gateway)
     info = container_info(device)
     if info is not None:
-        # Docker rewrites /etc/hosts from --add-host at every start: a device made before a
-        # central host existed must be made again to know it for good.
-        hosts = {entry.split(":")[0] for entry in info["HostConfig"].get("ExtraHosts") or []}
-        if info["Config"]["Image"] != image or info["Config"]["Labels"].get("edgeai.lab.profile") != profile_name:
-            log(f"{device}: image or profile changed, recreating")
-            remove_device(device)
-        elif not hosts >= set(CENTRAL_HOSTS):
-            log(f"{device}: made before {', '.join(sorted(set(CENTRAL_HOSTS) - hosts))} existed, recreating")
-            remove_device(device)
-        else:
+        why = stale(info, image, profile_name, made)
+        if why is None:
             if not info["State"]["Running"]:
                 docker("start", container_name(device))
             return
+        log(f"{device}: {why}: recreating")
+        remove_device(device)
     net = network_name(site)
     vol = volume_name(device)
     docker("volume", "create", "--label", LABEL, "--label", f"edgeai.lab.device={device}", vol)
     args = ["create", "--name", container_name(device), "--hostname", device,
             "--label", LABEL, "--label", f"edgeai.lab.device={device}", "--label", f"edgeai.lab.site={site}",
             "--label", f"edgeai.lab.profile={profile_name}", "--label", f"edgeai.lab.ssh_port={port}",
+            "--label", f"{MADE_LABEL}={made}",
             "--network", net, "--network-alias", device, "-p", f"127.0.0.1:{port}:22",
             "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
             "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
@@ -185,7 +207,6 @@ def create_device(device: str, profile_name: str, site: str, port: int, image: s
         # STAND-IN: a real char node named like the accelerator's, backed by /dev/null
         args += ["--device", f"/dev/null:/dev/{node}"]
     docker(*args, image)
-    keyring = (APT_DIR / KEYRING_NAME).read_bytes()
     docker("cp", "-", f"{container_name(device)}:/", input=overlay_tar(device, profile, ssh_pub, ca_crt, keyring, meta))
     docker("start", container_name(device))
 
@@ -257,6 +278,20 @@ def apply_packages(device: str, profile_name: str) -> None:
     proc = docker("exec", container_name(device), "sh", "-c", script, check=False, timeout=300)
     if proc.returncode != 0:
         raise LabError(f"{device}: installing the profile's stand-in packages failed:\n{proc.stdout}{proc.stderr}")
+
+
+def check_login(device: str, port: int, key: str, timeout: float = 30.0) -> None:
+    """Root logs in over SSH on 127.0.0.1:port with the lab's key, as tests and playbooks do."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = run(["ssh", "-i", key, "-p", str(port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                    "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+                    "root@127.0.0.1", "true"], check=False, timeout=60)
+        if proc.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"{device}: root cannot log in over SSH on port {port} with {key}: {proc.stderr.strip()}")
+        time.sleep(1)
 
 
 def remove_device(device: str) -> None:
