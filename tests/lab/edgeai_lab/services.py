@@ -112,7 +112,11 @@ def start_process(name: str, argv: list[str], *, env: dict[str, str] | None = No
     cmdfile.write_text(fingerprint)
     time.sleep(0.3)
     if proc.poll() is not None:
-        raise LabError(f"{name} exited at once ({proc.returncode}); see .lab/logs/{name}.log")
+        said = (LOGS / f"{name}.log").read_text(errors="replace").strip().splitlines()[-1:] or [""]
+        hint = " (another lab running, from another checkout? `tests/lab/lab down` there)" \
+            if "address already in use" in said[0] else ""
+        raise LabError(f"{name} exited at once ({proc.returncode}): {said[0][-300:]}{hint}; "
+                       f"see .lab/logs/{name}.log")
     return proc.pid
 
 
