@@ -244,6 +244,23 @@ def test_a_device_added_again_elsewhere_is_made_again(lab):
         lab_cli("device", "rm", name, timeout=300)
 
 
+def test_a_device_that_refuses_the_lab_key_fails_the_bring_up(lab):
+    """What the label cannot see (a device whose root no longer takes the lab key) still stops
+    `device add` / `lab up`, with the device and the SSH answer named."""
+    name = f"labtest-{uuid.uuid4().hex[:6]}"
+    args = ("device", "add", name, "--profile", "generic", "--site", "site-t", "--no-inventory")
+    try:
+        assert lab_cli(*args, timeout=600).returncode == 0
+        subprocess.run(["docker", "exec", f"edgeai-lab-{name}", "sh", "-c",
+                        "echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOtherKeyOtherKeyOtherKeyOtherKey0 other' "
+                        "> /root/.ssh/authorized_keys"], check=True, timeout=60)
+        proc = lab_cli(*args, timeout=600)
+        assert proc.returncode != 0
+        assert f"{name}: root cannot log in over SSH" in proc.stderr and "Permission denied" in proc.stderr
+    finally:
+        lab_cli("device", "rm", name, timeout=300)
+
+
 def test_webhook_receiver_answers_devices_over_tls(lab, lab_ssh):
     """The lab starts the events engineer's receiver when tests/lab/webhook_receiver exists."""
     if not (ROOT / "tests/lab/webhook_receiver/webhook_receiver/__main__.py").exists():

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from edgeai_lab.access import Ssh
 from edgeai_lab.apt import APT_DIR, KEYRING_NAME
 from edgeai_lab.core import (
     APT_HOST,
@@ -27,7 +28,6 @@ from edgeai_lab.core import (
     LabError,
     docker,
     log,
-    run,
     sha256_text,
 )
 
@@ -284,9 +284,7 @@ def check_login(device: str, port: int, key: str, timeout: float = 30.0) -> None
     """Root logs in over SSH on 127.0.0.1:port with the lab's key, as tests and playbooks do."""
     deadline = time.monotonic() + timeout
     while True:
-        proc = run(["ssh", "-i", key, "-p", str(port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                    "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
-                    "root@127.0.0.1", "true"], check=False, timeout=60)
+        proc = Ssh(device, port, key).run("true", check=False, timeout=60)
         if proc.returncode == 0:
             return
         if time.monotonic() > deadline:
