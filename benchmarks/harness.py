@@ -12,7 +12,6 @@ import os
 import re
 import resource
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,29 +49,6 @@ def workdir(name: str) -> Iterator[Path]:
         yield Path(path)
 
 
-def spawn(argv: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    """argv in a session of its own (stop() ends what it starts too), its output to log_path."""
-    with log_path.open("wb") as out:
-        return subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
-    """SIGTERM to a spawn()ed session, SIGKILL after the grace period."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-def image_env(image: str, prefix: str) -> dict[str, str]:
-    """This environment without the image's settings (prefix*), its sources on PYTHONPATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
-    return dict(env, PYTHONPATH=str(ROOT / "images" / image / "src"))
-
-
 # -- statistics ----------------------------------------------------------------------------------
 def pct(sorted_xs: list[float], p: float) -> float:
     return sorted_xs[min(len(sorted_xs) - 1, int(p * len(sorted_xs)))] if sorted_xs else float("nan")
@@ -108,17 +84,6 @@ def wait_until(cond: Callable[[], Any], cap_s: float, step: float = 0.02) -> flo
             return time.monotonic()
         time.sleep(step)
     return None
-
-
-def request(port: int, path: str, body: bytes | None = None, timeout: float = 10) -> tuple[int, bytes]:
-    """GET path (POST body, JSON, if given) from 127.0.0.1:port: the status and the answer."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET" if body is None else "POST", path, body, {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def children_cpu() -> float:

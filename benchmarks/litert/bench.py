@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 from litert_server.testmodels import make_triton_model
-from webhook_receiver.testing import free_port
+from webhook_receiver.testing import free_port, http_json, stop_process
 
 from benchmarks import ROOT, harness
 from benchmarks.harness import Log, goal, loadavg, parser, pct, table, workdir
@@ -40,7 +41,9 @@ log = Log("litert")
 class Server:
     def __init__(self, label: str, args: list[str], env: dict[str, str], cwd: Path, port: int) -> None:
         self.label, self.port, self.logfile = label, port, cwd / f"{label}.log"
-        self.proc = harness.spawn(args, self.logfile, env, cwd)  # a session of its own: MLServer's workers go with it
+        with self.logfile.open("wb") as out:  # a session of its own: MLServer's workers go with it
+            self.proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
 
     def failed(self, why: str) -> RuntimeError:
         return RuntimeError(f"{self.label} {why}; log: {self.logfile.read_text(errors='replace')[-1500:]}")
@@ -49,8 +52,8 @@ class Server:
         if self.proc.poll() is not None:
             raise self.failed("exited")
         try:
-            return harness.request(self.port, path, timeout=2)[0] == 200
-        except OSError:
+            return http_json("GET", f"http://127.0.0.1:{self.port}{path}", timeout=2)[0] == 200
+        except (OSError, ValueError):
             return False
 
     def wait_ready(self, timeout: float = 90) -> None:
@@ -59,9 +62,10 @@ class Server:
             if harness.wait_until(lambda p=path: self.ready(p), deadline - time.monotonic(), 0.2) is None:
                 raise self.failed(f"is not ready after {timeout:.0f} s")
         for name in MODELS:  # the right answer, once
-            status, raw = harness.request(self.port, f"/v2/models/{name}/infer", request_body(name))
-            out = np.array(json.loads(raw)["outputs"][0]["data"], dtype=np.float64).ravel().tolist() \
-                if status == 200 else raw[:300]
+            status, answer = http_json("POST", f"http://127.0.0.1:{self.port}/v2/models/{name}/infer",
+                                       body=request_body(name))
+            out = np.array(answer["outputs"][0]["data"], dtype=np.float64).ravel().tolist() \
+                if status == 200 else answer
             if out != [float(v) for v in MODELS[name][4]]:
                 raise RuntimeError(f"{self.label} model {name}: HTTP {status}, answer {out}")
 
@@ -70,7 +74,9 @@ def start_ours(repo: Path, work: Path) -> Server:
     port = free_port()
     argv = [sys.executable, "-m", "litert_server", "--host", "127.0.0.1", "--port", str(port), "--metrics-port",
             str(free_port()), "--model-repository", str(repo), "--load-model", "*"]
-    return Server("litert-server", argv, harness.image_env("litert-server", "EDGEAI_LITERT_"), work, port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEAI_LITERT_")}  # its own settings
+    return Server("litert-server", argv, dict(env, PYTHONPATH=str(ROOT / "images" / "litert-server" / "src")), work,
+                  port)
 
 
 def start_mlserver(label: str, repo: Path, work: Path, tuned: bool) -> Server:
@@ -178,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                     last = ([ln for ln in lines if "Error" in ln][-1:] or lines[-1:] or [""])[0]
                     problem += (f"{servers[key].label} did not start or answer correctly (last log line: "
                                 f"`{last.strip()[:200]}`). ")
-                    harness.stop(servers.pop(key).proc)
+                    stop_process(servers.pop(key).proc, grace=15)
             time.sleep(2.0)
             idle_rss = {k: harness.rss_mib(s.proc.pid) for k, s in servers.items()}
             for srv in servers.values():  # warm-up, not measured
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{r['wall']:.2f} s")
         finally:
             for srv in servers.values():
-                harness.stop(srv.proc)
+                stop_process(srv.proc, grace=15)
     print(report({k: summarize(v) for k, v in results.items()}, targets, idle_rss, problem, args, load_before))
     return 0
 

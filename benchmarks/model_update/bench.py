@@ -43,15 +43,12 @@ log = h.Log("model_update")
 
 
 class Device(access.Ssh):
-    """A device of the bench's own, with the CPU counter of its container's cgroup (systemd, sshd, dockerd and
-    what Ansible runs there; the server's container has a cgroup of its own)."""
+    """A device of the bench's own and its container (systemd, sshd, dockerd and what Ansible runs there; the
+    server's container has a cgroup of its own)."""
 
     def __init__(self, name: str, added: dict[str, Any]) -> None:
         super().__init__(name, added["port"], added["identity_file"])
-        cid = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", added["container"]], capture_output=True,
-                             text=True, check=False).stdout.strip()
-        cgroup = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage")
-        self.cgroup = cgroup if cid and cgroup.exists() else None
+        self.containers = access.device_containers(name, engine=False)
 
 
 def write_inventory(work: Path, devices: dict[str, Device], first: Path) -> Path:
@@ -98,7 +95,7 @@ def measure(dev: Device, port: int, kind: str, deploy: Any, old: int, new: int, 
     device; deploy() after BEFORE_S; the load ends SETTLE_S + AFTER_S after the new version first answered,
     10 s after deploy() ended without it, or at the time cap."""
     stop, seen, load = threading.Event(), threading.Event(), {}
-    cpu: list[tuple[float, int, int, int]] = []  # (time, busy and all jiffies of the machine, device CPU ns)
+    cpu: list[tuple[float, int, int, float]] = []  # (time, busy and all jiffies of the machine, device CPU s)
 
     def check(status: int, raw: bytes, _k: int) -> tuple[bool, int | str]:
         """A right answer notes the version that gave it (version N answers [N, 2N, 3N, 4N])."""
@@ -117,7 +114,7 @@ def measure(dev: Device, port: int, kind: str, deploy: Any, old: int, new: int, 
         while not stop.is_set():
             fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
             busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-            cpu.append((time.monotonic(), busy, sum(fields), int(dev.cgroup.read_text()) if dev.cgroup else 0))
+            cpu.append((time.monotonic(), busy, sum(fields), access.containers_cpu_s(dev.containers)))
             stop.wait(0.5)
 
     def deployed() -> tuple[int, str]:
@@ -176,13 +173,13 @@ def window(recs: list[tuple[float, float, bool, int | None, str]], start: float,
     return {"n": len(rs), "failed": sum(1 for r in rs if not r[2]), "p50": h.pct(lat, 0.5), "p99": h.pct(lat, 0.99)}
 
 
-def cpu_use(samples: list[tuple[float, int, int, int]], start: float, end: float) -> tuple[float, float]:
+def cpu_use(samples: list[tuple[float, int, int, float]], start: float, end: float) -> tuple[float, float]:
     """Between start and end: the busy share of the machine's CPU, the device's cores outside the server."""
     inside = [c for c in samples if start <= c[0] <= end]
     if len(inside) < 2 or inside[-1][2] == inside[0][2]:
         return float("nan"), float("nan")
     (t0, busy0, all0, dev0), (t1, busy1, all1, dev1) = inside[0], inside[-1]
-    return (busy1 - busy0) / (all1 - all0), (dev1 - dev0) / 1e9 / (t1 - t0)
+    return (busy1 - busy0) / (all1 - all0), (dev1 - dev0) / (t1 - t0)
 
 
 def summarize(run: Run, load: tuple[float, float] | None) -> Run:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from webhook_receiver.testing import ReceiverProcess, free_port, wait_for_port, write_secret
+from edgeai_lab.relay import RelayProcess
+from webhook_receiver.testing import ReceiverProcess
 
 from benchmarks import harness
 from benchmarks.harness import fmt, http_load, loadavg, pct, rss_mib, table, wait_until, workdir
@@ -29,34 +28,16 @@ DELIVERED, QUEUED = "edgeai_relay_delivered_total", "edgeai_relay_queued"
 log = harness.Log("relay")
 
 
-class Relay:
-    def __init__(self, work: Path, webhook_url: str) -> None:
-        work.mkdir(parents=True)
-        self.port = free_port()
-        secrets = {"secret": SECRET, "token": TOKEN, "local_token": LOCAL_TOKEN}
-        (work / "relay.json").write_text(json.dumps({
-            "device_id": "bench-device-01", "webhook_url": webhook_url, "listen_host": "127.0.0.1",
-            "listen_port": self.port, "queue_path": str(work / "queue" / "queue.db"),
-            "status_interval_s": 0,  # no inference server here: no status reports
-            **{f"{k}_file": str(write_secret(work / k, v)) for k, v in secrets.items()}}))
-        self.proc = harness.spawn([sys.executable, "-m", "event_relay", "--config", str(work / "relay.json")],
-                                  work / "relay.log", harness.image_env("event-relay", "EDGEAI_RELAY_"), work)
-        wait_for_port(self.port, timeout=20, proc=self.proc)
-
-    def metrics(self) -> dict[str, float]:
-        text = harness.request(self.port, "/metrics")[1].decode()
-        return {name: float(value) for name, value in
-                (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))}
-
-    def when(self, name: str, cond: Any) -> float | None:
-        """When cond(metric `name`) first held; None after DRAIN_CAP_S."""
-        return wait_until(lambda: cond(self.metrics()[name]), DRAIN_CAP_S)
-
-    def drained(self) -> float | None:
-        return self.when(QUEUED, lambda queued: queued == 0)
+def when(relay: RelayProcess, name: str, cond: Any) -> float | None:
+    """When cond(metric `name`) first held; None after DRAIN_CAP_S."""
+    return wait_until(lambda: cond(relay.metrics()[name]), DRAIN_CAP_S)
 
 
-def post(relay: Relay, prefix: str, count: int, threads: int, rate: float | None = None) -> dict[str, Any]:
+def drain(relay: RelayProcess) -> float | None:
+    return when(relay, QUEUED, lambda queued: queued == 0)
+
+
+def post(relay: RelayProcess, prefix: str, count: int, threads: int, rate: float | None = None) -> dict[str, Any]:
     """count events POSTed; "acked": the ids the relay acknowledged (202 and the event's id)."""
     ids = [f"{prefix}-{k:07d}" for k in range(count)]
     r = http_load(relay.port, "/v1/events", lambda k: json.dumps({"type": "bench.event", "id": ids[k],
@@ -66,13 +47,13 @@ def post(relay: Relay, prefix: str, count: int, threads: int, rate: float | None
     return dict(r, acked=[ids[k] for k in r["ok"]])
 
 
-def measure(relay: Relay, receiver: ReceiverProcess, events: int, threads: int) -> list[str]:
+def measure(relay: RelayProcess, receiver: ReceiverProcess, events: int, threads: int) -> list[str]:
     """The three phases (throughput, a receiver outage, a backlog): the section's table and bullets."""
     idle_rss, nan = rss_mib(relay.proc.pid), float("nan")
     log(f"throughput: {events} events, {threads} threads")
     a = post(relay, "bench-a", events, threads)
     at_post_end, t_post_end = relay.metrics()[DELIVERED], time.monotonic()
-    drained = relay.drained()
+    drained = drain(relay)
     backlog = relay.metrics()[DELIVERED] - at_post_end  # delivery alone: what was left when the posting stopped
     rows = [("events acknowledged (202), throughput phase", f"{len(a['acked']):,} of {events:,}"),
             ("accepted/s (each committed and fsynced before the 202)", fmt(len(a["acked"]) / a["wall"], 0)),
@@ -94,9 +75,9 @@ def measure(relay: Relay, receiver: ReceiverProcess, events: int, threads: int) 
     down = relay.metrics()
     receiver.start()
     restarted = time.monotonic()
-    first = relay.when(DELIVERED, lambda d: d > down[DELIVERED])
+    first = when(relay, DELIVERED, lambda d: d > down[DELIVERED])
     poster.join()
-    drained_b = relay.drained()
+    drained_b = drain(relay)
     rows += [("outage phase: events acknowledged / refused by the relay", f"{len(b['acked']):,} / {len(b['failed'])}"),
              (f"queue depth when the receiver came back ({OUTAGE_S:.0f} s down)", f"{down[QUEUED]:,.0f}"),
              ("first delivery after the restart (waiting out the backoff)",
@@ -109,9 +90,9 @@ def measure(relay: Relay, receiver: ReceiverProcess, events: int, threads: int) 
     c = post(relay, "bench-c", BACKLOG, threads)
     stopped = relay.metrics()
     receiver.start()
-    first = relay.when(DELIVERED, lambda d: d > stopped[DELIVERED])
+    first = when(relay, DELIVERED, lambda d: d > stopped[DELIVERED])
     d1 = relay.metrics()[DELIVERED]
-    drained_c = relay.drained()
+    drained_c = drain(relay)
     rows += [("backlog phase: accepted/s with the receiver stopped (no delivery running)",
               fmt(len(c["acked"]) / c["wall"], 0)),
              (f"backlog phase: delivered/s draining {stopped[QUEUED]:,.0f} queued events (first delivery to empty "
@@ -154,13 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     load_before = loadavg()
     with workdir("relay") as work, ReceiverProcess(work / "receiver", secret=SECRET, token=TOKEN) as receiver:
-        relay = Relay(work / "relay", f"{receiver.base_url}/v1/events")
-        try:
-            if relay.drained() is None:  # relay.started delivered: the pipe works
+        with RelayProcess(work / "relay", f"{receiver.base_url}/v1/events", secret=SECRET, token=TOKEN,
+                          local_token=LOCAL_TOKEN, device_id="bench-device-01") as relay:
+            if drain(relay) is None:  # relay.started delivered: the pipe works
                 raise RuntimeError("the relay's first event was not delivered")
             lines = measure(relay, receiver, args.events, args.threads)
-        finally:
-            harness.stop(relay.proc, grace=20)
     print("\n".join([
         "## Event relay: throughput and a receiver outage", "",
         "The relay (`images/event-relay`, defaults: SQLite WAL, fsync per accepted event, backoff 0.5 s doubling to "

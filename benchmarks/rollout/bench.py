@@ -42,7 +42,6 @@ NAME = re.compile(r"^rb-(north|south|east|west)-b\d\d$")
 PILOT = len(SITES)
 MEM_RESERVE_SHARE, DISK_RESERVE, INOTIFY_RESERVE = 0.25, 20 * 2**30, 16
 DOCKER_ROOT = "/var/lib/docker" if Path("/var/lib/docker").exists() else "/"
-CPUACCT = Path("/sys/fs/cgroup/cpuacct/docker")
 HERE = Path(__file__).resolve().parent
 GOALS = {"overhead": 0.35, "update_cpu": 0.6, "noop_cpu": 0.15, "noop_wall": 0.3}
 log = Log("rollout")
@@ -53,20 +52,6 @@ def plan(count: int) -> dict[str, dict[str, str]]:
     return {f"{SITES[i % 4]}-b{i + 1:02d}": {"site": SITES[i % 4], "hardware": PROFILES[i % 6],
                                              "platform": "coral" if PROFILES[i % 6].startswith("coral") else "jetson"}
             for i in range(count)}
-
-
-def device_containers(names: list[str]) -> list[str]:
-    """Container ids of these lab devices and of the containers their own engines run (siblings in cgroup v1)."""
-    ids = []
-    for name in (f"edgeai-lab-{n}" for n in names):
-        for argv in (["inspect", "-f", "{{.Id}}", name], ["exec", name, "docker", "ps", "-q", "--no-trunc"]):
-            ids += subprocess.run(["docker", *argv], capture_output=True, text=True, check=False).stdout.split()
-    return ids
-
-
-def device_cpu(ids: list[str]) -> float:
-    """CPU seconds these containers have used (cpuacct)."""
-    return sum(int((CPUACCT / c / "cpuacct.usage").read_text()) for c in ids if (CPUACCT / c).exists()) / 1e9
 
 
 def masters(control: Path | None = None) -> list[int]:
@@ -171,11 +156,7 @@ class Bench:
         devices takes of memory, disk and inotify instances); returns how many."""
         start, self.fleet = time.perf_counter(), plan(size)
         pilot, rest = list(self.fleet)[:PILOT], list(self.fleet)[PILOT:]
-        held, limit = access.inotify_instances()
-        free = limit - sum(held.values()) - INOTIFY_RESERVE
-        if free < PILOT * access.INOTIFY_PER_DEVICE:
-            raise RuntimeError(f"only {free + INOTIFY_RESERVE} of {limit} inotify instances are free "
-                               "(fs.inotify.max_user_instances): raise the limit (scripts/host-setup)")
+        free, limit = access.room_for(PILOT, INOTIFY_RESERVE)
         mem0, disk0 = harness.meminfo(), shutil.disk_usage(DOCKER_ROOT).free
         self.add(pilot)
         bare = {n: access.device_memory(n) for n in pilot}
@@ -248,10 +229,10 @@ class Bench:
     def noop(self, out: dict[str, Any], design: Design, kind: str, control: Path | None = None) -> Path:
         """A converged re-run; its wall, controller CPU and the devices' CPU go to out[noop_<design>_<kind>]."""
         ids = self.containers.get(out["n"]) or self.containers.setdefault(
-            out["n"], device_containers(list(self.fleet)[:out["n"]]))
-        device0 = device_cpu(ids)
+            out["n"], [c for n in list(self.fleet)[:out["n"]] for c in access.device_containers(n)])
+        device0 = access.containers_cpu_s(ids)
         run = self.deploy(design, f"noop-{out['n']}-{kind}", control=control)
-        device_s = device_cpu(ids) - device0
+        device_s = access.containers_cpu_s(ids) - device0
         rows = run["report"]["devices"]
         if {r["result"] for r in rows} != {"unchanged"} or len(rows) != out["n"]:
             raise RuntimeError(f"{design.label} re-run changed something: {run['report']['summary']}")

@@ -186,13 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     fleet = {site: [f"{site}-{i}" for i in range(1, args.devices_per_site + 1)] for site in SITES}
     everyone = [d for names in fleet.values() for d in names]
-    # Without enough, the devices' systemd does not boot and each `lab device add` holds the lab's lock
-    # for its whole readiness timeout: say so now instead.
-    held, limit = access.inotify_instances()
-    if limit - sum(held.values()) < access.INOTIFY_PER_DEVICE * len(everyone):
-        log(f"root holds {sum(held.values())} of its {limit} inotify instances (fs.inotify.max_user_instances): not "
-            f"enough for {len(everyone)} more devices (about {access.INOTIFY_PER_DEVICE} each). Run when fewer lab "
-            "devices are up, or raise the limit (scripts/host-setup).")
+    try:  # else each `lab device add` would hold the lab's lock for its whole readiness timeout
+        access.room_for(len(everyone))
+    except access.LabAccessError as exc:
+        log(str(exc))
         return 1
     with harness.workdir("bw") as work:
         centre = Centre(status)

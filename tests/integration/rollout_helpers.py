@@ -34,11 +34,8 @@ def remove_model(lab: dict[str, Any], devices, name: str) -> None:
     """Take model `name` off these devices (edgeai.fleet.inference_model, state absent), so a test
     that adds a model of its own leaves the fleet as it found it, and one that starts from no such
     model does not depend on the tests before it."""
-    command = [str(access.PLAYBOOK.with_name("ansible")), "-i", str(lab["inventory"]["plugin"]),
-               ":".join(sorted(devices)), "-m", "edgeai.fleet.inference_model",
-               "-a", json.dumps({"name": name, "state": "absent"})]
-    proc = subprocess.run(command, cwd=REPO, env=access.playbook_env(), capture_output=True, text=True,
-                          timeout=600, check=False)
+    proc = access.run_module(lab["inventory"]["plugin"], ":".join(sorted(devices)), "edgeai.fleet.inference_model",
+                             {"name": name, "state": "absent"})
     assert proc.returncode == 0, f"removing {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
 
 

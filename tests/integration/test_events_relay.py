@@ -10,10 +10,7 @@ stand-in that serves Triton's health route and metric names.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -22,17 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from webhook_receiver.testing import (
-    ReceiverProcess,
-    free_port,
-    http_json,
-    stop_process,
-    wait_for_port,
-    write_secret,
-)
+from edgeai_lab import relay as edgeai_relay
+from webhook_receiver.testing import ReceiverProcess, http_json
 
 ROOT = Path(__file__).resolve().parents[2]
-RELAY_SRC = ROOT / "images" / "event-relay" / "src"
 
 SECRET = "integration-secret"
 TOKEN = "integration-token"
@@ -49,69 +39,12 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "co
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-class RelayProcess:
-    def __init__(self, workdir: Path, webhook_url: str, secret: str = SECRET, token: str = TOKEN,
-                 **settings: object) -> None:
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.config = {
-            "device_id": "lab-dev-01",
-            "webhook_url": webhook_url,
-            "secret_file": str(write_secret(workdir / "hmac_secret", secret)),
-            "token_file": str(write_secret(workdir / "api_token", token)),
-            "local_token_file": str(write_secret(workdir / "local_token", LOCAL_TOKEN)),
-            "listen_port": self.port,
-            "queue_path": str(workdir / "queue" / "queue.db"),
-            "backoff_initial_s": 0.05,
-            "backoff_max_s": 0.5,
-            "request_timeout_s": 3,
-            "status_interval_s": 0,
-        }
-        self.config.update(settings)
-        self.config_file = workdir / "relay.json"
-        self.config_file.write_text(json.dumps(self.config))
-        self.log = workdir / "relay.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> RelayProcess:
-        env = dict(os.environ, PYTHONPATH=str(RELAY_SRC))
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "event_relay", "--config", str(self.config_file)],
-                                         env=env, stdout=log, stderr=log)
-        wait_for_port(self.port, proc=self.proc)
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        stop_process(self.proc, sig, grace=20)
-        self.proc = None
-
-    def post(self, event: dict, timeout: float = 5.0) -> tuple[int, dict | None]:
-        return http_json("POST", self.url + "/v1/events", event, timeout=timeout,
-                         headers={"Authorization": f"Bearer {LOCAL_TOKEN}"})
-
-    def get(self, path: str) -> tuple[int, dict | None]:
-        return http_json("GET", self.url + path, headers={"Authorization": f"Bearer {LOCAL_TOKEN}"})
-
-    def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as response:
-            text = response.read().decode()
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
-        return values
-
-    def __enter__(self) -> RelayProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def relay_process(workdir: Path, webhook_url: str, secret: str = SECRET, token: str = TOKEN,
+                 **settings: object) -> edgeai_relay.RelayProcess:
+    """The lab's relay process with this module's secrets and a short backoff (the tests wait on retries)."""
+    return edgeai_relay.RelayProcess(workdir, webhook_url, secret=secret, token=token, local_token=LOCAL_TOKEN,
+                                     **{"backoff_initial_s": 0.05, "backoff_max_s": 0.5, "request_timeout_s": 3,
+                                        **settings})
 
 
 @pytest.fixture
@@ -137,7 +70,7 @@ def deliveries(receiver: ReceiverProcess) -> list[dict]:
 
 
 def test_receiver_goes_away_and_every_event_arrives_in_order(tmp_path, receiver):
-    with RelayProcess(tmp_path / "relay", receiver.base_url + "/v1/events") as relay:
+    with relay_process(tmp_path / "relay", receiver.base_url + "/v1/events") as relay:
         ids = []
         for i in range(30):
             status, doc = relay.post({"type": "app.reading", "data": {"i": i}})
@@ -181,7 +114,7 @@ def test_receiver_goes_away_and_every_event_arrives_in_order(tmp_path, receiver)
 
 def test_relay_killed_with_sigkill_loses_nothing_it_acknowledged(tmp_path, receiver):
     receiver.control("", {"mode": "slow", "delay_s": 0.02})  # let a backlog build up
-    relay = RelayProcess(tmp_path / "relay", receiver.base_url + "/v1/events").start()
+    relay = relay_process(tmp_path / "relay", receiver.base_url + "/v1/events").start()
     acknowledged: list[str] = []
     refused = 0
     try:
@@ -212,7 +145,7 @@ def test_relay_killed_with_sigkill_loses_nothing_it_acknowledged(tmp_path, recei
 
 
 def test_refused_events_are_dead_lettered_and_reported(tmp_path, receiver):
-    with RelayProcess(tmp_path / "relay", receiver.base_url + "/v1/events") as relay:
+    with relay_process(tmp_path / "relay", receiver.base_url + "/v1/events") as relay:
         wait_until(lambda: receiver.events("relay.started"), 10, what="relay.started")
         receiver.control("", {"mode": "fail", "status": 422, "count": 1})
         status, refused = relay.post({"type": "app.reading", "data": {"i": 0}})
@@ -232,7 +165,7 @@ def test_refused_events_are_dead_lettered_and_reported(tmp_path, receiver):
 
 
 def test_bad_signature_is_rejected_and_treated_as_permanent(tmp_path, receiver):
-    with RelayProcess(tmp_path / "relay", receiver.base_url + "/v1/events", secret="not-the-secret") as relay:
+    with relay_process(tmp_path / "relay", receiver.base_url + "/v1/events", secret="not-the-secret") as relay:
         for i in range(3):
             assert relay.post({"type": "app.reading", "data": {"i": i}})[0] == 202
         # relay.started + 3 events + the dead-letter reports for those 4 (which are parked unreported).
@@ -250,7 +183,7 @@ def test_bad_signature_is_rejected_and_treated_as_permanent(tmp_path, receiver):
 
 
 def test_replayed_request_is_a_duplicate_and_stale_one_is_refused(tmp_path, receiver):
-    with RelayProcess(tmp_path / "relay", receiver.base_url + "/v1/events"):
+    with relay_process(tmp_path / "relay", receiver.base_url + "/v1/events"):
         [started] = wait_until(lambda: receiver.events("relay.started"), 10, what="relay.started")
     body = json.dumps(started, sort_keys=True, separators=(",", ":")).encode()
     from webhook_receiver.server import sign
@@ -268,7 +201,7 @@ def test_replayed_request_is_a_duplicate_and_stale_one_is_refused(tmp_path, rece
 
 def test_bounded_queue_drops_are_counted_and_reported(tmp_path, receiver):
     receiver.stop()
-    with RelayProcess(tmp_path / "relay", receiver.base_url + "/v1/events", max_queue_events=20,
+    with relay_process(tmp_path / "relay", receiver.base_url + "/v1/events", max_queue_events=20,
                       drop_report_interval_s=0.5) as relay:
         for i in range(50):
             assert relay.post({"type": "app.reading", "data": {"i": i}})[0] == 202
@@ -292,7 +225,7 @@ def test_bounded_queue_drops_are_counted_and_reported(tmp_path, receiver):
 
 
 def test_local_api_refuses_bad_events(tmp_path, receiver):
-    with RelayProcess(tmp_path / "relay", receiver.base_url + "/v1/events", max_event_bytes=1024) as relay:
+    with relay_process(tmp_path / "relay", receiver.base_url + "/v1/events", max_event_bytes=1024) as relay:
         assert relay.post({"type": "Bad Type"})[0] == 422
         assert relay.post({"type": "relay.started"})[0] == 422  # the relay's own namespace
         assert relay.post({"type": "app.x", "data": "not an object"})[0] == 422
@@ -357,7 +290,7 @@ def test_health_changes_and_status_reports(tmp_path, receiver):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_port}"
     try:
-        with RelayProcess(tmp_path / "relay", receiver.base_url + "/v1/events", inference_url=base,
+        with relay_process(tmp_path / "relay", receiver.base_url + "/v1/events", inference_url=base,
                           metrics_url=base + "/metrics", health_interval_s=0.2, status_interval_s=1):
             wait_until(lambda: receiver.events("server.health_changed"), 10, what="first health event")
             _FakeTriton.ready = False

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgeai_lab.access import BIN, demo_release, lab_cli, playbook_env
+from edgeai_lab.access import demo_release, lab_cli, run_module
 from rollout_helpers import (
-    REPO,
     bootstrap_default_fleet,
     deploy,
     receiver_events_all,
@@ -78,10 +77,8 @@ def test_a_download_over_a_cut_link_resumes_and_verifies(lab, fleet, clear_links
     result: dict[str, Any] = {}
 
     def fetch() -> None:
-        proc = subprocess.run([str(BIN / "ansible"), device, "-i", lab["inventory"]["plugin"], "-m",
-                               "edgeai.fleet.model_artifact", "-a", json.dumps(args)],
-                              cwd=REPO, env=playbook_env(), capture_output=True, text=True, timeout=300, check=False)
-        result["proc"] = proc
+        result["proc"] = run_module(lab["inventory"]["plugin"], device, "edgeai.fleet.model_artifact", args,
+                                    timeout=300)
 
     before = link_bytes(device, "artifacts")
     worker = threading.Thread(target=fetch)

@@ -14,7 +14,6 @@ Runtime on the 2-core lab machine: see docs/rollout.md ("A larger fleet").
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from edgeai_lab import inventory as lab_inventory
-from edgeai_lab.access import BIN, demo_release, lab_cli, playbook_env, read_report
-from rollout_helpers import REPO, receiver_events, served_version
+from edgeai_lab import access
+from edgeai_lab.access import demo_release, lab_cli, read_report
+from rollout_helpers import receiver_events, served_version
 
 pytestmark = [pytest.mark.lab, pytest.mark.fleet]
 
@@ -48,48 +46,10 @@ FLEET = {
 PLATFORM = {"agx-orin": "jetson", "orin-nano": "jetson", "xavier-nx": "jetson", "agx-xavier": "jetson",
             "coral-dev-board": "coral", "coral-usb": "coral"}
 PLAYBOOK_TIMEOUT = 900
-# Root's inotify instances per lab device, measured: systemd 5, logind 1, containerd 1. Containers
-# without a user namespace share root's fs.inotify.max_user_instances; a device that finds none
-# left never finishes booting ("Failed to create inotify object: Too many open files").
-INOTIFY_PER_DEVICE = 7
-
-
-def _inotify_free() -> int:
-    """Root's inotify instances not in use (the processes of uid 0 that hold one)."""
-    limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
-    used = 0
-    for fd in Path("/proc").glob("[0-9]*/fd/*"):
-        try:
-            used += os.readlink(fd) == "anon_inode:inotify" and fd.parents[1].stat().st_uid == 0
-        except OSError:
-            pass
-    return limit - used
-
-
-def _write_inventory(directory: Path, devices: dict[str, dict[str, Any]]) -> Path:
-    """A device_registry inventory of exactly FLEET (`devices`: their `lab status` entries), with the
-    lab's own host vars and its site group_vars beside it, as `lab up` writes them for its fleet."""
-    common = {k: v for k, v in lab_inventory.lab_vars().items() if k != "ansible_user"}
-    entries = []
-    for name, (site, profile) in FLEET.items():
-        entries.append({"id": name, "site": site, "platform": PLATFORM[profile], "hardware": profile,
-                        "address": "127.0.0.1", "port": devices[name]["ssh"]["port"], "user": "root",
-                        "ring": "broad", "maintenance": False,
-                        "vars": common | lab_inventory.device_vars(name, devices[name])})
-    (directory / "devices.yml").write_text(yaml.safe_dump({"devices": entries}, sort_keys=False))
-    config = directory / "fleet.device_registry.yml"
-    config.write_text("plugin: edgeai.fleet.device_registry\nsource_file: devices.yml\n"
-                      "allow_ansible_vars: [ansible_ssh_private_key_file]\n")  # the lab's vars name its key
-    group_vars = directory / "group_vars" / "all"
-    group_vars.mkdir(parents=True)
-    (group_vars / "site.yml").write_text(lab_inventory.SITE_VARS_SRC.read_text())
-    return config
 
 
 def _playbook(inventory: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), f"playbooks/{playbook}", *args],
-                          cwd=REPO, env=playbook_env(), capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT,
-                          check=False)
+    return access.run_playbook(inventory, f"playbooks/{playbook}", *args, timeout=PLAYBOOK_TIMEOUT)
 
 
 def _events_of_every_device(lab: dict[str, Any], event_type: str, run_id: str,
@@ -103,19 +63,12 @@ def _events_of_every_device(lab: dict[str, Any], event_type: str, run_id: str,
         time.sleep(2)
 
 
-def _remove(names) -> None:
-    for name in names:
-        lab_cli("device", "rm", name, timeout=300)
-
-
 @pytest.fixture(scope="module")
 def fleet(lab: dict[str, Any], tmp_path_factory) -> Iterator[Path]:
     """12 devices of this module, bootstrapped; returns their inventory. Removed afterwards.
     While they exist they are in the session's `lab` dict too, so `lab_ssh` reaches them."""
-    _remove(set(FLEET) & set(lab["devices"]))  # left over by an interrupted run
-    if _inotify_free() < INOTIFY_PER_DEVICE * len(FLEET):
-        pytest.fail(f"{_inotify_free()} inotify instances are free, {len(FLEET)} more lab devices need about "
-                    f"{INOTIFY_PER_DEVICE * len(FLEET)}: raise fs.inotify.max_user_instances (docs/rollout.md)")
+    access.remove_devices(set(FLEET) & set(lab["devices"]))  # left over by an interrupted run
+    access.room_for(len(FLEET))  # see docs/rollout.md: each lab device holds some of root's inotify instances
     try:
         for name, (site, profile) in FLEET.items():
             added = lab_cli("device", "add", name, "--profile", profile, "--site", site, "--no-inventory",
@@ -123,7 +76,9 @@ def fleet(lab: dict[str, Any], tmp_path_factory) -> Iterator[Path]:
             assert added.returncode == 0, f"lab device add {name}: {added.stderr[-2000:]}"
         status = json.loads(lab_cli("status", "--json", timeout=60).stdout)
         lab["devices"].update({name: status["devices"][name] for name in FLEET})
-        inventory = _write_inventory(tmp_path_factory.mktemp("fleet-inventory"), lab["devices"])
+        fleet = {name: {"site": site, "platform": PLATFORM[profile], "hardware": profile}
+                 for name, (site, profile) in FLEET.items()}
+        inventory = access.registry_inventory(tmp_path_factory.mktemp("fleet-inventory"), fleet, lab["devices"])
         started = time.monotonic()
         result = _playbook(inventory, "bootstrap.yml")
         assert result.returncode == 0, result.stdout[-6000:]
@@ -132,7 +87,7 @@ def fleet(lab: dict[str, Any], tmp_path_factory) -> Iterator[Path]:
     finally:
         for name in FLEET:
             lab["devices"].pop(name, None)
-        _remove(FLEET)
+        access.remove_devices(FLEET)
 
 
 def _deploy(inventory: Path, version: int, report_dir: Path,

@@ -192,6 +192,14 @@ def run_playbook(inventory: str | Path, playbook: str | Path, *args: str, env: d
                           env=env or playbook_env(), capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def run_module(inventory: str | Path, pattern: str, module: str, args: dict[str, Any], *,
+               env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """One module on the hosts of `pattern` (`ansible PATTERN -m MODULE -a JSON`), from the repository root."""
+    return subprocess.run([str(BIN / "ansible"), pattern, "-i", str(inventory), "-m", module, "-a", json.dumps(args)],
+                          cwd=REPO, env=env or playbook_env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
 def run_playbook_ok(inventory: str | Path, playbook: str | Path, *args: str, env: dict[str, str] | None = None,
                     timeout: float = 1200) -> subprocess.CompletedProcess[str]:
     """run_playbook; LabAccessError with the end of its output when it fails."""
@@ -243,6 +251,7 @@ def demo_release(version: int, failing_groups: tuple[str, ...] = (), *, https: b
 # -- what lab devices hold on this machine -------------------------------------------------------
 INOTIFY_PER_DEVICE = 7  # root's inotify instances a running lab device holds (its systemd, logind, containerd)
 CGROUP_MEM = Path("/sys/fs/cgroup/memory/docker")
+CGROUP_CPU = Path("/sys/fs/cgroup/cpuacct/docker")
 
 
 def inotify_instances() -> tuple[dict[str, int], int]:
@@ -267,6 +276,36 @@ def inotify_instances() -> tuple[dict[str, int], int]:
     return out, int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
 
 
+def room_for(devices: int, reserve: int = 0) -> tuple[int, int]:
+    """Root's inotify instances free now (less `reserve`) and its limit. LabAccessError when `devices`
+    more lab devices would not find theirs: they would never finish booting."""
+    held, limit = inotify_instances()
+    free = limit - sum(held.values()) - reserve
+    if free < INOTIFY_PER_DEVICE * devices:
+        raise LabAccessError(
+            f"root holds {sum(held.values())} of its {limit} inotify instances (fs.inotify.max_user_instances): "
+            f"not enough for {devices} more lab devices (about {INOTIFY_PER_DEVICE} each). Remove lab devices "
+            "(`tests/lab/lab device rm NAME`), or raise the limit (scripts/host-setup).")
+    return free, limit
+
+
+def device_containers(name: str, engine: bool = True) -> list[str]:
+    """Ids of a lab device's container and (engine) of the containers its own engine runs; in cgroup v1
+    these are siblings, not children, of the device's cgroup."""
+    container = f"edgeai-lab-{name}"
+    ids = [subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True, text=True,
+                          check=True).stdout.strip()]
+    if engine:
+        ids += subprocess.run(["docker", "exec", container, "docker", "ps", "-q", "--no-trunc"], capture_output=True,
+                              text=True, check=False).stdout.split()
+    return ids
+
+
+def containers_cpu_s(ids: Iterable[str]) -> float:
+    """User + system CPU seconds these containers have used (cgroup v1 cpuacct); one that is gone counts 0."""
+    return sum(int((CGROUP_CPU / c / "cpuacct.usage").read_text()) for c in ids if (CGROUP_CPU / c).exists()) / 1e9
+
+
 def device_memory(name: str) -> dict[str, int]:
     """Working set ("ws") and RSS (cgroup v1) of a lab device's container and the containers of its own engine."""
     def one(cid: str) -> tuple[int, int]:
@@ -274,12 +313,7 @@ def device_memory(name: str) -> dict[str, int]:
         usage = int((CGROUP_MEM / cid / "memory.usage_in_bytes").read_text())
         return usage - int(stat["total_inactive_file"]), int(stat["total_rss"])
 
-    container = f"edgeai-lab-{name}"
-    ids = [subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True, text=True,
-                          check=True).stdout.strip()]
-    ids += subprocess.run(["docker", "exec", container, "docker", "ps", "-q", "--no-trunc"], capture_output=True,
-                          text=True, check=False).stdout.split()
-    pairs = [one(c) for c in ids if (CGROUP_MEM / c).exists()]
+    pairs = [one(c) for c in device_containers(name) if (CGROUP_MEM / c).exists()]
     return {"ws": sum(p[0] for p in pairs), "rss": sum(p[1] for p in pairs)}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -38,14 +39,24 @@ def wait_for_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, grace: float = 10.0) -> None:
-    """Send sig to a running process and wait for it; kill it if it outlives the grace period."""
+    """Send sig to a running process and wait for it; kill it if it outlives the grace period. A process
+    started in a session of its own (start_new_session) gets both with every process of its group."""
     if proc is None or proc.poll() is not None:
         return
-    proc.send_signal(sig)
+    try:
+        group = os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:
+        group = False
+
+    def send(signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum) if group else proc.send_signal(signum)
+
+    send(sig)
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        send(signal.SIGKILL)
         proc.wait(timeout=10)
 
 
