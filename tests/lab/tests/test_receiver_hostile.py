@@ -236,7 +236,9 @@ def test_connections_past_the_cap_get_503(tmp_path):
     try:
         for _ in range(4):
             idle.append(socket.create_connection(("127.0.0.1", server.server_port), timeout=5))
-        time.sleep(0.2)
+        deadline = time.monotonic() + 5  # until the server has taken all 4: each then holds one of its slots
+        while server._slots._value and time.monotonic() < deadline:
+            time.sleep(0.01)
         answer = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: r\r\n\r\n")
         assert answer.status == 503 and answer.headers.get("retry-after") == "1"
         for sock in idle:

@@ -283,7 +283,9 @@ def test_connections_past_the_cap_get_503(tmp_path):
     try:
         for _ in range(4):  # hold every slot: connected, sending nothing
             idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
-        time.sleep(0.2)
+        deadline = time.monotonic() + 5  # until the relay has taken all 4 (each holds a slot)
+        while relay.http._slots._value and time.monotonic() < deadline:
+            time.sleep(0.01)
         answer = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n")
         assert answer.status == 503 and answer.headers.get("retry-after") == "1"
         assert relay.http.refused["busy"] >= 1
