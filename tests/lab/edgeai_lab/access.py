@@ -1,8 +1,9 @@
 """Reaching the running lab from tests and benchmarks.
 
 The `lab` command, SSH to a device (a command, a tunnel), the fleet's devices by their fields,
-devices of one's own (`lab device add --no-inventory`) and inventories for them, playbooks run
-with the project's ansible.cfg, run reports and demo releases. The integration tests' fixtures
+devices of one's own (`lab device add --no-inventory`) and inventories for them, playbooks and
+modules run with the project's ansible.cfg, run reports and demo releases, and what lab devices
+hold of this machine (memory, disk, CPU, root's inotify instances). The integration tests' fixtures
 (tests/integration/conftest.py) and the benchmarks (benchmarks/) both use these.
 """
 
