@@ -40,7 +40,7 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "co
 
 
 def relay_process(workdir: Path, webhook_url: str, secret: str = SECRET, token: str = TOKEN,
-                 **settings: object) -> edgeai_relay.RelayProcess:
+                  **settings: object) -> edgeai_relay.RelayProcess:
     """The lab's relay process with this module's secrets and a short backoff (the tests wait on retries)."""
     return edgeai_relay.RelayProcess(workdir, webhook_url, secret=secret, token=token, local_token=LOCAL_TOKEN,
                                      **{"backoff_initial_s": 0.05, "backoff_max_s": 0.5, "request_timeout_s": 3,
@@ -202,7 +202,7 @@ def test_replayed_request_is_a_duplicate_and_stale_one_is_refused(tmp_path, rece
 def test_bounded_queue_drops_are_counted_and_reported(tmp_path, receiver):
     receiver.stop()
     with relay_process(tmp_path / "relay", receiver.base_url + "/v1/events", max_queue_events=20,
-                      drop_report_interval_s=0.5) as relay:
+                       drop_report_interval_s=0.5) as relay:
         for i in range(50):
             assert relay.post({"type": "app.reading", "data": {"i": i}})[0] == 202
         metrics = relay.metrics()
@@ -291,7 +291,7 @@ def test_health_changes_and_status_reports(tmp_path, receiver):
     base = f"http://127.0.0.1:{server.server_port}"
     try:
         with relay_process(tmp_path / "relay", receiver.base_url + "/v1/events", inference_url=base,
-                          metrics_url=base + "/metrics", health_interval_s=0.2, status_interval_s=1):
+                           metrics_url=base + "/metrics", health_interval_s=0.2, status_interval_s=1):
             wait_until(lambda: receiver.events("server.health_changed"), 10, what="first health event")
             _FakeTriton.ready = False
             changes = wait_until(lambda: len(receiver.events("server.health_changed")) >= 2
