@@ -40,8 +40,10 @@ def ensure_server_cert(name: str, dns: list[str], ips: list[str]) -> tuple[Path,
                        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
         run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
              "-keyout", str(key), "-out", str(csr), "-subj", f"/O=edgeai.fleet lab/CN={dns[0]}"])
+        # a random serial, not openssl's shared ca.srl: devices are signed in parallel, and one openssl
+        # reading ca.srl while another rewrites it fails ("Unable to load number from ca.srl")
         run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(PKI / "ca.key"),
-             "-CAcreateserial", "-out", str(crt), "-days", "825", "-extfile", str(ext)])
+             "-set_serial", f"0x{secrets.randbits(127):x}", "-out", str(crt), "-days", "825", "-extfile", str(ext)])
     key.chmod(0o600)
     stamp.write_text(san)
     return crt, key
