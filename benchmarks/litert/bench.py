@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,8 +18,9 @@ from typing import Any
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
+from edgeai_lab.litert import ServerProcess, litert_process
 from litert_server.testmodels import make_triton_model
-from webhook_receiver.testing import free_port, http_json, stop_process
+from webhook_receiver.testing import free_port, http_json
 
 from benchmarks import ROOT, harness
 from benchmarks.harness import Log, goal, loadavg, parser, pct, table, workdir
@@ -38,48 +37,7 @@ LABEL = {"inproc": "in-process interpreter", "ours": "**litert-server**", "mls_d
 log = Log("litert")
 
 
-class Server:
-    def __init__(self, label: str, args: list[str], env: dict[str, str], cwd: Path, port: int) -> None:
-        self.label, self.port, self.logfile = label, port, cwd / f"{label}.log"
-        with self.logfile.open("wb") as out:  # a session of its own: MLServer's workers go with it
-            self.proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-    def failed(self, why: str) -> RuntimeError:
-        return RuntimeError(f"{self.label} {why}; log: {self.logfile.read_text(errors='replace')[-1500:]}")
-
-    def ready(self, path: str) -> bool:
-        if self.proc.poll() is not None:
-            raise self.failed("exited")
-        try:
-            return http_json("GET", f"http://127.0.0.1:{self.port}{path}", timeout=2)[0] == 200
-        except (OSError, ValueError):
-            return False
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        for path in ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in MODELS]:
-            if harness.wait_until(lambda p=path: self.ready(p), deadline - time.monotonic(), 0.2) is None:
-                raise self.failed(f"is not ready after {timeout:.0f} s")
-        for name in MODELS:  # the right answer, once
-            status, answer = http_json("POST", f"http://127.0.0.1:{self.port}/v2/models/{name}/infer",
-                                       body=request_body(name))
-            out = np.array(answer["outputs"][0]["data"], dtype=np.float64).ravel().tolist() \
-                if status == 200 else answer
-            if out != [float(v) for v in MODELS[name][4]]:
-                raise RuntimeError(f"{self.label} model {name}: HTTP {status}, answer {out}")
-
-
-def start_ours(repo: Path, work: Path) -> Server:
-    port = free_port()
-    argv = [sys.executable, "-m", "litert_server", "--host", "127.0.0.1", "--port", str(port), "--metrics-port",
-            str(free_port()), "--model-repository", str(repo), "--load-model", "*"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEAI_LITERT_")}  # its own settings
-    return Server("litert-server", argv, dict(env, PYTHONPATH=str(ROOT / "images" / "litert-server" / "src")), work,
-                  port)
-
-
-def start_mlserver(label: str, repo: Path, work: Path, tuned: bool) -> Server:
+def start_mlserver(label: str, repo: Path, work: Path, tuned: bool) -> ServerProcess:
     root = work / label
     for name in MODELS:
         (root / name).mkdir(parents=True)
@@ -91,8 +49,18 @@ def start_mlserver(label: str, repo: Path, work: Path, tuned: bool) -> Server:
                 "metrics_dir": str(root / ".metrics"), "environments_dir": str(root / ".envs"),
                 "load_models_at_startup": True, **({"parallel_workers": 0, "debug": False} if tuned else {})}
     (root / "settings.json").write_text(json.dumps(settings))
-    return Server(label, [str(BENCH_VENV / "bin" / "mlserver"), "start", str(root)],
-                  dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent)), work, port)
+    return ServerProcess(label, [str(BENCH_VENV / "bin" / "mlserver"), "start", str(root)], work / f"{label}.log", port,
+                         env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent)), cwd=work)
+
+
+def wait_ready(server: ServerProcess) -> None:
+    """Ready with every model loaded, and each model's right answer once."""
+    server.wait_ready(("/v2/health/ready", *(f"/v2/models/{m}/ready" for m in MODELS)))
+    for name in MODELS:
+        status, answer = http_json("POST", f"{server.url}/v2/models/{name}/infer", body=request_body(name))
+        out = np.array(answer["outputs"][0]["data"], dtype=np.float64).ravel().tolist() if status == 200 else answer
+        if out != [float(v) for v in MODELS[name][4]]:
+            raise RuntimeError(f"{server.label} model {name}: HTTP {status}, answer {out}")
 
 
 def request_body(name: str) -> bytes:
@@ -100,7 +68,7 @@ def request_body(name: str) -> bytes:
     return json.dumps({"inputs": [{"name": "x", "datatype": datatype, "shape": [1, 4], "data": values}]}).encode()
 
 
-def served_load(server: Server, name: str, concurrency: int, total: int) -> dict[str, Any]:
+def served_load(server: ServerProcess, name: str, concurrency: int, total: int) -> dict[str, Any]:
     body = request_body(name)
     pids = harness.proc_tree(server.proc.pid)
     server0, client0 = harness.cpu_s(pids), time.process_time()
@@ -158,14 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=500, help="requests per configuration and round")
     ap.add_argument("--rounds", type=int, default=4, help="rounds, interleaved to spread the machine's noise")
     args = ap.parse_args(argv)
-    servers: dict[str, Server] = {}
+    servers: dict[str, ServerProcess] = {}
     problem = ""
     with workdir("litert") as work:
         repo = work / "models"
         for name, (kind, *_rest) in MODELS.items():
             make_triton_model(repo, name, 1, kind)
         try:
-            servers["ours"] = start_ours(repo, work)
+            servers["ours"] = litert_process(work, repo, "--load-model", "*")
             if not (BENCH_VENV / "bin" / "mlserver").exists():
                 problem = (f"MLServer is not installed in {BENCH_VENV.relative_to(ROOT)} (`python3.11 -m venv "
                            ".lab/bench-venv && .lab/bench-venv/bin/pip install -r "
@@ -175,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 servers["mls_tuned"] = start_mlserver("mlserver-tuned", repo, work, tuned=True)
             for key in list(servers):
                 try:
-                    servers[key].wait_ready()
+                    wait_ready(servers[key])
                 except RuntimeError as exc:
                     if key == "ours":
                         raise
@@ -184,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                     last = ([ln for ln in lines if "Error" in ln][-1:] or lines[-1:] or [""])[0]
                     problem += (f"{servers[key].label} did not start or answer correctly (last log line: "
                                 f"`{last.strip()[:200]}`). ")
-                    stop_process(servers.pop(key).proc, grace=15)
+                    servers.pop(key).stop()
             time.sleep(2.0)
             idle_rss = {k: harness.rss_mib(s.proc.pid) for k, s in servers.items()}
             for srv in servers.values():  # warm-up, not measured
@@ -204,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{r['wall']:.2f} s")
         finally:
             for srv in servers.values():
-                stop_process(srv.proc, grace=15)
+                srv.stop()
     print(report({k: summarize(v) for k, v in results.items()}, targets, idle_rss, problem, args, load_before))
     return 0
 

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -33,21 +32,19 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from edgeai_lab.litert import litert_process
 from edgeai_lab.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TRITON_IMAGE = os.environ.get("EDGEAI_TRITON_IMAGE", "edgeai/tritonserver:2.51-cpu")
 TRITON_MODELS = ROOT / "images" / "tritonserver" / "models"
-LITERT_SRC = ROOT / "images" / "litert-server" / "src"
 ANSIBLE = ROOT / ".venv" / "bin" / "ansible"
 
 
 # -- helpers ---------------------------------------------------------------------------
-def wait_ready(url: str, timeout: float = 90.0, proc: subprocess.Popen | None = None) -> None:
+def wait_ready(url: str, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url + "/v2/health/ready", timeout=2) as resp:
                 if resp.status == 200:
@@ -158,26 +155,15 @@ class LiteRT(Server):
         self.work = work
         self.repo = work / "repo"
         self.repo.mkdir()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.inputs = [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]
-        env = dict(os.environ, PYTHONPATH=str(LITERT_SRC))
-        self.log = open(work / "litert.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "litert_server", "--model-repository", str(self.repo),
-                                      "--port", str(self.port), "--metrics-port", "0"],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_ready(self.url, proc=self.proc)
+        self.server = litert_process(work, self.repo).wait_ready()
+        self.url = self.server.url
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        self.server.stop(grace=10)
 
     def logs(self) -> str:
-        return (self.work / "litert.log").read_text()[-4000:]
+        return self.server.logs()
 
     def artifact(self, version: int, broken: bool = False) -> Path:
         from litert_server import testmodels
