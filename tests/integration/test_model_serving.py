@@ -32,7 +32,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from edgeai_lab.litert import litert_process
+from edgeai_lab.litert import litert_process, wait_ready
 from edgeai_lab.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,19 +42,6 @@ ANSIBLE = ROOT / ".venv" / "bin" / "ansible"
 
 
 # -- helpers ---------------------------------------------------------------------------
-def wait_ready(url: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/v2/health/ready", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} not ready after {timeout}s")
-
-
 def run_module(module: str, args: dict, check: bool = False, diff: bool = False) -> tuple[bool, dict]:
     """Run edgeai.fleet.<module> on localhost through ansible; return (failed, result)."""
     cmd = [str(ANSIBLE), "localhost", "-i", "localhost,", "-c", "local", "-m", f"edgeai.fleet.{module}",

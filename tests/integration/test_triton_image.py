@@ -14,9 +14,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+from edgeai_lab.litert import wait_ready
 from edgeai_lab.loopback import free_port
 from edgeai_lab.real_models import fetch
-from test_model_serving import ROOT, TRITON_IMAGE, TRITON_MODELS, _triton_image, wait_ready
+from test_model_serving import ROOT, TRITON_IMAGE, TRITON_MODELS, _triton_image
 
 pytestmark = pytest.mark.docker
 

@@ -1,9 +1,11 @@
 """The LiteRT server (images/litert-server/src) as a process of the checkout, on free loopback ports.
 
-`ServerProcess` is what any local HTTP server process needs: its output in a log file, a session of its own
-(workers it forks go with it), readiness by GET, the end of its log in every failure, and stop.
+`wait_ready()` waits for any KServe v2 server (a container's too) to answer. `ServerProcess` is what any local
+HTTP server process needs: its output in a log file, a session of its own (workers it forks go with it),
+readiness, the end of its log in every failure, and stop.
 `litert_process()` starts our LiteRT server as one. The serving integration tests
-(tests/integration/test_model_serving.py) and the LiteRT benchmark (benchmarks/litert, which also runs
+(tests/integration/test_model_serving.py, whose Triton containers test_triton_image.py shares) and the LiteRT
+benchmark (benchmarks/litert, which also runs
 MLServer as one) use them.
 """
 
@@ -13,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from webhook_receiver.testing import free_port, http_json, stop_process
@@ -20,6 +23,28 @@ from webhook_receiver.testing import free_port, http_json, stop_process
 from edgeai_lab.core import REPO
 
 LITERT_SRC = REPO / "images" / "litert-server" / "src"
+HEALTH = "/v2/health/ready"  # KServe v2: Triton, our LiteRT server, MLServer
+
+
+def wait_ready(url: str, paths: tuple[str, ...] = (HEALTH,), timeout: float = 90.0, *,
+               gone: Callable[[], str | None] = lambda: None, failed: Callable[[str], Exception] | None = None) -> None:
+    """Until GET url + path answers 200, for each path in turn. failed(why) is raised (by default a RuntimeError
+    naming url) once the time is up, or at once when gone() says why the server is gone."""
+    deadline = time.monotonic() + timeout
+    for path in paths:
+        while not answers(url + path):
+            why = gone() or (f"is not ready ({path}) after {timeout:.0f} s" if time.monotonic() > deadline else None)
+            if why:
+                raise failed(why) if failed else RuntimeError(f"{url} {why}")
+            time.sleep(0.1)
+
+
+def answers(url: str) -> bool:
+    """GET url answers 200."""
+    try:
+        return http_json("GET", url, timeout=2)[0] == 200
+    except (OSError, ValueError):
+        return False
 
 
 class ServerProcess:
@@ -40,22 +65,9 @@ class ServerProcess:
     def failed(self, why: str) -> RuntimeError:
         return RuntimeError(f"{self.label} {why}; log: {self.logs(1500)}")
 
-    def ready(self, path: str = "/v2/health/ready") -> bool:
-        """GET path answers 200; RuntimeError once the process has exited."""
-        if self.proc.poll() is not None:
-            raise self.failed(f"exited with {self.proc.returncode}")
-        try:
-            return http_json("GET", self.url + path, timeout=2)[0] == 200
-        except (OSError, ValueError):
-            return False
-
-    def wait_ready(self, paths: tuple[str, ...] = ("/v2/health/ready",), timeout: float = 90) -> ServerProcess:
-        deadline = time.monotonic() + timeout
-        for path in paths:
-            while not self.ready(path):
-                if time.monotonic() > deadline:
-                    raise self.failed(f"is not ready ({path}) after {timeout:.0f} s")
-                time.sleep(0.1)
+    def wait_ready(self, paths: tuple[str, ...] = (HEALTH,), timeout: float = 90) -> ServerProcess:
+        wait_ready(self.url, paths, timeout, failed=self.failed,
+                   gone=lambda: None if self.proc.poll() is None else f"exited with {self.proc.returncode}")
         return self
 
     def stop(self, grace: float = 15) -> None:
