@@ -7,6 +7,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for _path in ("tests/lab", "tests/lab/webhook_receiver", "images/litert-server/src"):
+for _path in (".collections", "tests/lab", "tests/lab/webhook_receiver", "images/litert-server/src"):
     if str(ROOT / _path) not in sys.path:
         sys.path.insert(0, str(ROOT / _path))

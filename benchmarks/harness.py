@@ -1,20 +1,18 @@
 """What every benchmark shares: logging, statistics, CPU and memory readings, formatting, plots.
 
-The lab's helpers (SSH, tunnels, inventories, playbooks) are in tests/lab/edgeai_lab/access.py.
+The lab's helpers (SSH, tunnels, inventories, playbooks) are in tests/lab/edgeai_lab/access.py, the HTTP load
+in tests/lab/edgeai_lab/load.py: tests use them too.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import itertools
 import os
 import re
 import resource
 import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -28,13 +26,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 T0 = time.monotonic()
 
 
-class Log:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __call__(self, msg: str) -> None:
-        sys.stderr.write(f"[{self.name} bench {time.monotonic() - T0:5.0f}s] {msg}\n")
-        sys.stderr.flush()
+def logger(name: str) -> Callable[[str], None]:
+    """log(msg): a line on stderr, with the benchmark's name and its seconds so far."""
+    return lambda msg: print(f"[{name} bench {time.monotonic() - T0:5.0f}s] {msg}", file=sys.stderr, flush=True)
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -74,16 +68,6 @@ def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:
 # -- the machine ---------------------------------------------------------------------------------
 def loadavg() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
-
-
-def wait_until(cond: Callable[[], Any], cap_s: float, step: float = 0.02) -> float | None:
-    """The monotonic time when cond() first held; None after cap_s."""
-    deadline = time.monotonic() + cap_s
-    while time.monotonic() < deadline:
-        if cond():
-            return time.monotonic()
-        time.sleep(step)
-    return None
 
 
 def children_cpu() -> float:
@@ -151,53 +135,6 @@ def task_times(stdout: str) -> dict[str, float]:
         name = name.split(" : ", 1)[-1]
         tasks[name] = tasks.get(name, 0.0) + float(seconds)
     return tasks
-
-
-# -- load ----------------------------------------------------------------------------------------
-def http_load(port: int, path: str, body: Callable[[int], bytes], count: int, threads: int, cap_s: float, *,
-              rate: float | None = None, pace_s: float | None = None, stop: threading.Event | None = None,
-              headers: dict[str, str] | None = None, timeout: float = 30,
-              check: Callable[[int, bytes, int], tuple[bool, Any]] = lambda status, _raw, _k: (status == 200, status),
-              ) -> dict[str, Any]:
-    """POST body(k), k < count, from `threads` keep-alive connections to 127.0.0.1:port until cap_s or `stop`:
-    each as soon as the last answered, or request k at start + k / rate, or one a thread every pace_s.
-    check(status, answer, k): (ok, note); a failed connection notes its exception's name.
-    "records": (k, sent since start, latency, ok, note)."""
-    lock, ticket = threading.Lock(), itertools.count()
-    records: list[tuple[int, float, float, bool, Any]] = []
-    headers = {"Content-Type": "application/json", **(headers or {})}
-    start = time.monotonic()
-
-    def worker(i: int) -> None:
-        conn, next_t = None, start + (i * pace_s / threads if pace_s else 0)
-        while (k := next(ticket)) < count and time.monotonic() < start + cap_s and not (stop and stop.is_set()):
-            due = start + k / rate if rate else next_t
-            time.sleep(max(0.0, due - time.monotonic()))
-            t = time.monotonic()
-            next_t = max(next_t + (pace_s or 0), t)
-            try:
-                conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-                conn.request("POST", path, body(k), headers)
-                resp = conn.getresponse()
-                ok, note = check(resp.status, resp.read(), k)
-            except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError) as exc:
-                if conn:
-                    conn.close()
-                conn, ok, note = None, False, type(exc).__name__
-            with lock:
-                records.append((k, t - start, time.monotonic() - t, ok, note))
-        if conn:
-            conn.close()
-
-    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    end = time.monotonic()
-    return {"ok": [r[0] for r in records if r[3]], "lat": sorted(r[2] for r in records if r[3]),
-            "failed": [r for r in records if not r[3]], "records": records, "start": start, "end": end,
-            "wall": end - start, "capped": len(records) < count}
 
 
 # -- formatting ----------------------------------------------------------------------------------

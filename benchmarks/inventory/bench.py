@@ -14,8 +14,10 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
+from ansible_collections.edgeai.fleet.plugins.plugin_utils import _device_registry as reg
 
 from benchmarks import ROOT
 from benchmarks.harness import parser, table, timed, workdir
@@ -40,22 +42,15 @@ def fleet(size: int) -> list[dict]:
 
 
 def static_inventory(devices: list[dict]) -> dict:
-    """The hosts, variables and groups the plugin makes, as a yaml-inventory document."""
-    rings: dict = {}
-    for d in devices:
-        rings.setdefault(d["ring"], {}).setdefault(d["site"], []).append(d)
-    ordered = []
-    for ring in sorted(rings, key=["canary", "early", "broad"].index):
-        per_site = [sorted(rings[ring][s], key=lambda d: d["id"]) for s in sorted(rings[ring])]
-        for i in range(max(len(s) for s in per_site)):
-            ordered.extend(s[i] for s in per_site if i < len(s))
+    """The hosts, variables and groups the plugin makes (in its rollout order, by its group names), as a
+    yaml-inventory document."""
     hosts, children = {}, {}
-    for order, d in enumerate(ordered, start=1):
+    for order, d in enumerate(map(vars, reg.rollout_order([SimpleNamespace(**d) for d in devices])), start=1):
         hosts[d["id"]] = {"ansible_host": d["address"], "ansible_port": d["port"], "ansible_user": d["user"],
                           **{f"edge_{k}": d[k] for k in ("site", "platform", "hardware", "ring", "labels",
                                                          "maintenance")}, "edge_rollout_order": order}
         for kind in ("site", "platform", "hardware", "ring"):
-            group = "".join(c if c.isalnum() or c == "_" else "_" for c in f"{kind}_{d[kind]}")
+            group = reg.sanitize_group_name(f"{kind}_{d[kind]}")
             children.setdefault(group, {"hosts": {}})["hosts"][d["id"]] = None
     return {"all": {"hosts": hosts, "children": children}}
 

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 from edgeai_lab.litert import ServerProcess, litert_process
+from edgeai_lab.load import http_load
 from litert_server.testmodels import make_triton_model
 from webhook_receiver.testing import free_port, http_json
 
 from benchmarks import ROOT, harness
-from benchmarks.harness import Log, goal, loadavg, parser, pct, table, workdir
+from benchmarks.harness import goal, loadavg, logger, parser, pct, table, workdir
 
 BENCH_VENV = ROOT / ".lab" / "bench-venv"
 MODELS = {
@@ -34,7 +35,7 @@ MODELS = {
 CONCURRENCY, WARMUP, CAP_S = (1, 8), 300, 20.0  # warm-up requests per model, time cap of one run
 LABEL = {"inproc": "in-process interpreter", "ours": "**litert-server**", "mls_default": "MLServer 1.7.1, defaults",
          "mls_tuned": "MLServer 1.7.1, tuned"}
-log = Log("litert")
+log = logger("litert")
 
 
 def start_mlserver(label: str, repo: Path, work: Path, tuned: bool) -> ServerProcess:
@@ -72,7 +73,7 @@ def served_load(server: ServerProcess, name: str, concurrency: int, total: int) 
     body = request_body(name)
     pids = harness.proc_tree(server.proc.pid)
     server0, client0 = harness.cpu_s(pids), time.process_time()
-    r = harness.http_load(server.port, f"/v2/models/{name}/infer", lambda _k: body, total, concurrency, CAP_S)
+    r = http_load(server.port, f"/v2/models/{name}/infer", lambda _k: body, total, concurrency, CAP_S)
     return dict(r, errors=len(r["failed"]), server_cpu=harness.cpu_s(pids) - server0,
                 client_cpu=time.process_time() - client0)
 

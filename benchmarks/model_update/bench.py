@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 from edgeai_lab import access
+from edgeai_lab.load import Load
 
 from benchmarks import harness as h
 
@@ -39,19 +40,10 @@ METHODS = {"ours": "ours (in-place load)", "naive": "naive (new container)"}
 # load after that window, the time cap of one measured run
 BEFORE_S, SETTLE_S, AFTER_S, CAP_S = 6.0, 2.0, 5.0, 120.0
 Run = dict[str, Any]  # one measured deployment, then its summary; times are seconds since the deployment started
-log = h.Log("model_update")
+log = h.logger("model_update")
 
 
-class Device(access.Ssh):
-    """A device of the bench's own and its container (systemd, sshd, dockerd and what Ansible runs there; the
-    server's container has a cgroup of its own)."""
-
-    def __init__(self, name: str, added: dict[str, Any]) -> None:
-        super().__init__(name, added["port"], added["identity_file"])
-        self.containers = access.device_containers(name, engine=False)
-
-
-def write_inventory(work: Path, devices: dict[str, Device], first: Path) -> Path:
+def write_inventory(work: Path, devices: dict[str, access.Ssh], first: Path) -> Path:
     """An inventory of this benchmark's devices, each to serve the release `first` after bootstrap.yml."""
     release, hosts = yaml.safe_load(first.read_text())["edgeai_release"], {}
     for kind, dev in devices.items():
@@ -64,7 +56,7 @@ def write_inventory(work: Path, devices: dict[str, Device], first: Path) -> Path
     return access.static_inventory(work / "inventory", "hosts.yml", {"hosts": hosts})
 
 
-def naive_prepare(dev: Device, artifact: Path, tag: str) -> list[str]:
+def naive_prepare(dev: access.Ssh, artifact: Path, tag: str) -> list[str]:
     """Build <tag> on the device FROM the running server's image, the model baked into /models; the
     `docker run` arguments that replace the running container with it (same flags)."""
     info = json.loads(dev.run(f"docker inspect {CONTAINER}").stdout)[0]
@@ -90,12 +82,14 @@ def naive_prepare(dev: Device, artifact: Path, tag: str) -> list[str]:
             tag, *entry[1:], *(config.get("Cmd") or [])]
 
 
-def measure(dev: Device, port: int, kind: str, deploy: Any, old: int, new: int, args: Any) -> Run:
+def measure(dev: access.Ssh, port: int, kind: str, deploy: Any, old: int, new: int, args: Any) -> Run:
     """--workers clients each sending a request every --interval-ms, and CPU samples of the machine and the
     device; deploy() after BEFORE_S; the load ends SETTLE_S + AFTER_S after the new version first answered,
     10 s after deploy() ended without it, or at the time cap."""
-    stop, seen, load = threading.Event(), threading.Event(), {}
+    stop, seen = threading.Event(), threading.Event()
     cpu: list[tuple[float, int, int, float]] = []  # (time, busy and all jiffies of the machine, device CPU s)
+    # the device's own container: systemd, sshd, dockerd and what Ansible runs there (not the server's container)
+    containers = access.device_containers(dev.name, engine=False)
 
     def check(status: int, raw: bytes, _k: int) -> tuple[bool, int | str]:
         """A right answer notes the version that gave it (version N answers [N, 2N, 3N, 4N])."""
@@ -114,7 +108,7 @@ def measure(dev: Device, port: int, kind: str, deploy: Any, old: int, new: int, 
         while not stop.is_set():
             fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
             busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-            cpu.append((time.monotonic(), busy, sum(fields), access.containers_cpu_s(dev.containers)))
+            cpu.append((time.monotonic(), busy, sum(fields), access.containers_cpu_s(containers)))
             stop.wait(0.5)
 
     def deployed() -> tuple[int, str]:
@@ -125,29 +119,27 @@ def measure(dev: Device, port: int, kind: str, deploy: Any, old: int, new: int, 
         return proc.returncode, (proc.stdout + proc.stderr)[-3000:]
 
     body, t0 = json.dumps({"inputs": SERVERS[kind]["inputs"]}).encode(), time.monotonic()
-    threads = [threading.Thread(target=lambda: load.update(h.http_load(
-        port, f"/v2/models/{MODEL}/infer", lambda _k: body, 2**62, args.workers, CAP_S,
-        pace_s=args.interval_ms / 1000, stop=stop, timeout=10, check=check)), daemon=True),
-        threading.Thread(target=sample_cpu, daemon=True)]
-    for t in threads:
-        t.start()
+    load = Load(port, f"/v2/models/{MODEL}/infer", lambda _k: body, 2**62, args.workers, CAP_S,
+                pace_s=args.interval_ms / 1000, stop=stop, timeout=10, check=check)
+    sampler = threading.Thread(target=sample_cpu, daemon=True)
+    sampler.start()
     time.sleep(BEFORE_S)
     at, wall = time.monotonic(), time.time()  # the wall clock, for the server's log
     # this process waits for no other child meanwhile: the CPU is the command's own (Ansible and its ssh)
     deploy_s, deploy_cpu_s, (rc, output) = h.timed(deployed)
     if not seen.wait(10):
         stop.set()
-    for t in threads:
-        t.join(timeout=CAP_S)
+    done = load.result()
     stop.set()
+    sampler.join(timeout=CAP_S)
     # every request: (sent, latency, ok, the version that answered, the error)
-    records = sorted((sent + load.get("start", t0) - at, lat, ok, note if ok else None, "" if ok else note)
-                     for _k, sent, lat, ok, note in load.get("records", []))
+    records = sorted((sent + done["start"] - at, lat, ok, note if ok else None, "" if ok else note)
+                     for _k, sent, lat, ok, note in done["records"])
     return {"records": records, "cpu": [(c[0] - at, *c[1:]) for c in cpu], "t_start": t0 + 1.0 - at, "wall": wall,
             "rc": rc, "output": output, "deploy_s": deploy_s, "deploy_cpu_s": deploy_cpu_s, "old": old, "new": new}
 
 
-def server_load(dev: Device, run: Run) -> tuple[float, float] | None:
+def server_load(dev: access.Ssh, run: Run) -> tuple[float, float] | None:
     """When the server began and finished loading the new version, from its log: Triton's "loading:" and
     "successfully loaded", or the LiteRT server's "model loaded" and load_s."""
     start, logs = None, dev.run(f"docker logs -t --since {run['wall']:.3f} {CONTAINER} 2>&1", timeout=60).stdout
@@ -323,45 +315,41 @@ def main(argv: list[str] | None = None) -> int:
     if not (status.get("processes") or {}).get("registry") or not status.get("ssh_key"):
         log("the lab is not up: run `tests/lab/lab up` first")
         return 1
-    devices, sums, added = {}, {}, []  # added: removed in the end even when adding failed half-way
+    kinds, sums = [k for k in args.servers.split(",") if k], {}
     notes, t_setup = {"load_before": h.loadavg()}, time.monotonic()
-    with h.workdir("model-update") as work:
-        try:
-            for kind in filter(None, args.servers.split(",")):
-                name, profile = SERVERS[kind]["device"], SERVERS[kind]["profile"]
-                log(f"adding {name} ({profile}) on {SITE}")
-                added.append(name)
-                devices[kind] = Device(name, access.add_device(name, profile, SITE, "--ring", "canary"))
-            releases = {v: access.demo_release(v, out=work / "release") for v in (1, 2, 3)}
-            inventory = write_inventory(work, devices, releases[1])
-            env = access.playbook_env(work / "cp")  # SSH masters of our own
-            log("bootstrap.yml to serving v1 (event relay left out: webhook_api_url empty)")
-            access.run_playbook_ok(inventory, "playbooks/bootstrap.yml", "-e", "webhook_api_url=", env=env, timeout=600)
-            naive_run = {kind: naive_prepare(dev, work / "release" / f"{MODEL}-{SERVERS[kind]['platform']}-3.tar.gz",
-                                             f"edgeai-naive/{kind}-{MODEL}:3") for kind, dev in devices.items()}
-            notes["setup_s"] = time.monotonic() - t_setup
-            for kind, dev in devices.items():
-                swap = f"docker stop {CONTAINER} && docker rm {CONTAINER} && {shlex.join(naive_run[kind])}"
-                ours = functools.partial(access.run_playbook, inventory, "playbooks/deploy_model.yml",
-                                         "-e", f"@{releases[2]}", "-e", f"edgeai_targets={dev.name}",
-                                         "-e", "edgeai_canary_soak_seconds=1",
-                                         "-e", f"edgeai_report_dir={work / 'reports'}", env=env, timeout=CAP_S)
-                naive = functools.partial(dev.run, swap, check=False, timeout=CAP_S)
-                with dev.tunnel(SERVER_PORT) as port:
-                    for method, deploy, old, new in (("ours", ours, 1, 2), ("naive", naive, 2, 3)):
-                        log(f"{kind}: {method}, v{old} -> v{new}" + (f": {swap}" if method == "naive" else ""))
-                        run = measure(dev, port, kind, deploy, old, new, args)
-                        log(f"{kind}: {method}: exit {run['rc']}" + ("" if run["rc"] == 0 else f"\n{run['output']}"))
-                        # ours: the server's log, before the naive way removes its container
-                        sums[(kind, method)] = summarize(run, server_load(dev, run) if method == "ours" else None)
-            notes.update(load_after=h.loadavg(), total_s=time.monotonic() - t_setup)
-            notes["plot"] = h.figure(log, h.PLOTS / "model_update.png", "latency over time during the swaps",
-                                     lambda plt: draw(plt, sums))
-            print(report(sums, args, notes))
-            return 0
-        finally:
-            log(f"removing {', '.join(added)}")
-            access.remove_devices(added, log)
+    log(f"adding {', '.join(SERVERS[k]['device'] for k in kinds)} on {SITE}")
+    with h.workdir("model-update") as work, access.own_devices(
+            {SERVERS[k]["device"]: (SERVERS[k]["profile"], SITE, "--ring", "canary") for k in kinds}, log):
+        lab = access.status()
+        devices = {k: access.Ssh.of(lab, SERVERS[k]["device"]) for k in kinds}
+        releases = {v: access.demo_release(v, out=work / "release") for v in (1, 2, 3)}
+        inventory = write_inventory(work, devices, releases[1])
+        env = access.playbook_env(work / "cp")  # SSH masters of our own
+        log("bootstrap.yml to serving v1 (event relay left out: webhook_api_url empty)")
+        access.run_playbook_ok(inventory, "playbooks/bootstrap.yml", "-e", "webhook_api_url=", env=env, timeout=600)
+        naive_run = {kind: naive_prepare(dev, work / "release" / f"{MODEL}-{SERVERS[kind]['platform']}-3.tar.gz",
+                                         f"edgeai-naive/{kind}-{MODEL}:3") for kind, dev in devices.items()}
+        notes["setup_s"] = time.monotonic() - t_setup
+        for kind, dev in devices.items():
+            swap = f"docker stop {CONTAINER} && docker rm {CONTAINER} && {shlex.join(naive_run[kind])}"
+            ours = functools.partial(access.run_playbook, inventory, "playbooks/deploy_model.yml",
+                                     "-e", f"@{releases[2]}", "-e", f"edgeai_targets={dev.name}",
+                                     "-e", "edgeai_canary_soak_seconds=1",
+                                     "-e", f"edgeai_report_dir={work / 'reports'}", env=env, timeout=CAP_S)
+            naive = functools.partial(dev.run, swap, check=False, timeout=CAP_S)
+            with dev.tunnel(SERVER_PORT) as port:
+                for method, deploy, old, new in (("ours", ours, 1, 2), ("naive", naive, 2, 3)):
+                    log(f"{kind}: {method}, v{old} -> v{new}" + (f": {swap}" if method == "naive" else ""))
+                    run = measure(dev, port, kind, deploy, old, new, args)
+                    log(f"{kind}: {method}: exit {run['rc']}" + ("" if run["rc"] == 0 else f"\n{run['output']}"))
+                    # ours: the server's log, before the naive way removes its container
+                    sums[(kind, method)] = summarize(run, server_load(dev, run) if method == "ours" else None)
+        notes.update(load_after=h.loadavg(), total_s=time.monotonic() - t_setup)
+        log(f"removing {', '.join(d.name for d in devices.values())}")
+    notes["plot"] = h.figure(log, h.PLOTS / "model_update.png", "latency over time during the swaps",
+                             lambda plt: draw(plt, sums))
+    print(report(sums, args, notes))
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,22 +15,24 @@ import threading
 import time
 from typing import Any
 
+from edgeai_lab.core import wait_until
+from edgeai_lab.load import http_load
 from edgeai_lab.relay import RelayProcess
 from webhook_receiver.testing import ReceiverProcess
 
 from benchmarks import harness
-from benchmarks.harness import fmt, http_load, loadavg, pct, rss_mib, table, wait_until, workdir
+from benchmarks.harness import fmt, loadavg, pct, rss_mib, table, workdir
 
 SECRET, TOKEN, LOCAL_TOKEN = "bench-hmac-secret", "bench-api-token", "bench-local-api-token"
 RATE, STREAM_S, OUTAGE_AT_S, OUTAGE_S = 250.0, 8.0, 2.0, 3.0  # the outage phase: events/s, seconds
 BACKLOG, DRAIN_CAP_S, POST_CAP_S = 5000, 120.0, 60.0
 DELIVERED, QUEUED = "edgeai_relay_delivered_total", "edgeai_relay_queued"
-log = harness.Log("relay")
+log = harness.logger("relay")
 
 
 def when(relay: RelayProcess, name: str, cond: Any) -> float | None:
-    """When cond(metric `name`) first held; None after DRAIN_CAP_S."""
-    return wait_until(lambda: cond(relay.metrics()[name]), DRAIN_CAP_S)
+    """When (monotonic time) cond(metric `name`) first held; None after DRAIN_CAP_S."""
+    return wait_until(lambda: cond(relay.metrics()[name]) and time.monotonic(), DRAIN_CAP_S, 0.02)
 
 
 def drain(relay: RelayProcess) -> float | None:

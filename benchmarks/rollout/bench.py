@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeai_lab import access
+from edgeai_lab.devices import load_profile
 
 from benchmarks import ROOT, harness
-from benchmarks.harness import PROFILE_TASKS, T0, Log, children_cpu, cpu_s, goal, mean, mib, parser, ratio, table
+from benchmarks.harness import PROFILE_TASKS, T0, children_cpu, cpu_s, goal, logger, mean, mib, parser, ratio, table
 
 OLD_COMMIT = "a19d6cd"
 SITES = ("rb-north", "rb-south", "rb-east", "rb-west")
@@ -44,13 +45,13 @@ MEM_RESERVE_SHARE, DISK_RESERVE, INOTIFY_RESERVE = 0.25, 20 * 2**30, 16
 DOCKER_ROOT = "/var/lib/docker" if Path("/var/lib/docker").exists() else "/"
 HERE = Path(__file__).resolve().parent
 GOALS = {"overhead": 0.35, "update_cpu": 0.6, "noop_cpu": 0.15, "noop_wall": 0.3}
-log = Log("rollout")
+log = logger("rollout")
 
 
 def plan(count: int) -> dict[str, dict[str, str]]:
     """name -> site, platform, hardware: sites take turns, profiles cycle, so every site mixes both platforms."""
     return {f"{SITES[i % 4]}-b{i + 1:02d}": {"site": SITES[i % 4], "hardware": PROFILES[i % 6],
-                                             "platform": "coral" if PROFILES[i % 6].startswith("coral") else "jetson"}
+                                             "platform": load_profile(PROFILES[i % 6])["platform"]}
             for i in range(count)}
 
 

@@ -20,7 +20,7 @@ from edgeai_lab import access
 from edgeai_lab.centre import Centre, object_gets, site_cache_inventory, site_source
 
 from benchmarks import harness
-from benchmarks.harness import PLOTS, PROFILE_TASKS, Log, figure, loadavg, parser, ratio, table, task_times
+from benchmarks.harness import PLOTS, PROFILE_TASKS, figure, loadavg, logger, parser, ratio, table, task_times
 
 HERE = Path(__file__).resolve().parent
 SITES = ["bw-north", "bw-south", "bw-east"]
@@ -29,7 +29,7 @@ PASSES = {"direct": "without cache", "cache": "with cache"}
 OBJECTS = {"image": "registry", "artifact": "artifacts"}  # object -> the service that serves it
 MB, LAYERS, ARTIFACT_BYTES = 1e6, (3_000_000, 2_000_000), 6_000_000  # bytes of random data
 FETCH_TASKS = ("Pull the server image", "Stage the version on the device")  # the tasks that move the bytes
-log = Log("site_bandwidth")
+log = logger("site_bandwidth")
 
 
 def ansible(work: Path, inventory: str, playbook: str, *extra: str) -> tuple[float, dict[str, float]]:
@@ -38,12 +38,6 @@ def ansible(work: Path, inventory: str, playbook: str, *extra: str) -> tuple[flo
     wall, _cpu, proc = harness.timed(lambda: access.run_playbook_ok(
         work / "inventory" / inventory, HERE / playbook, *extra, env=env, timeout=300))
     return wall, task_times(proc.stdout)
-
-
-def link_bytes(site: str) -> dict[str, int]:
-    """Bytes down (centre -> site) per service that crossed the site's link so far."""
-    counters = json.loads(access.lab("link", site, "--json", timeout=60))["bytes"]
-    return {service: int(c.get("down", 0)) for service, c in counters.items()}
 
 
 def run_pass(work: Path, centre: Centre, sources: dict[str, str], name: str, version: int) -> dict:
@@ -55,11 +49,11 @@ def run_pass(work: Path, centre: Centre, sources: dict[str, str], name: str, ver
     records = work / "records"
     shutil.rmtree(records, ignore_errors=True)
     records.mkdir()
-    offsets, before = centre.offsets(), {site: link_bytes(site) for site in SITES}
+    offsets, before = centre.offsets(), {site: access.link_bytes(site) for site in SITES}
     log(f"{PASSES[name]}: every device fetches {ref} and {url}")
     seconds, tasks = ansible(work, f"hosts-{name}.yml", "fetch.yml", "-e", f"record_dir={records}", "-e",
                              f"image={ref}", "-e", f"url={url}", "-e", f"sha256={sha256}", "-e", f"version={version}")
-    after = {site: link_bytes(site) for site in SITES}  # `lab link` waits for counters newer than its call
+    after = {site: access.link_bytes(site) for site in SITES}  # `lab link` waits for counters newer than its call
     wanted = {"image": {"blobs": blobs}, "artifact": {"artifact": url.rsplit("/", 1)[1]}}
     served: dict[str, dict[str, Any]] = {}
     for site, source in sources.items():
@@ -185,37 +179,31 @@ def main(argv: list[str] | None = None) -> int:
         log("the lab is not up, or has no site-cache image or artifact store: run `tests/lab/lab up`")
         return 1
     fleet = {site: [f"{site}-{i}" for i in range(1, args.devices_per_site + 1)] for site in SITES}
-    everyone = [d for names in fleet.values() for d in names]
-    try:  # else each `lab device add` would hold the lab's lock for its whole readiness timeout
-        access.room_for(len(everyone))
-    except access.LabAccessError as exc:
-        log(str(exc))
-        return 1
+    everyone = {d: (PROFILE, site) for site, names in fleet.items() for d in names}
     with harness.workdir("bw") as work:
         centre = Centre(status)
         try:
-            access.remove_devices([n for n in everyone if n in status["devices"]], log)  # left by an interrupted run
-            for name in everyone:
-                access.add_device(name, PROFILE, name.rsplit("-", 1)[0])
-            for site in SITES:  # our sites' links unshaped, whatever a site of the same number had before
-                access.lab("link", site, "--clear", timeout=60)
-            log(f"{len(everyone)} devices added in {time.monotonic() - t0:.0f} s")
-            status = access.status()
-            for name in PASSES:
-                site_cache_inventory(work / "inventory" / f"hosts-{name}.yml", status, fleet, cache=name == "cache",
-                                     parent="bw_fleet")
-            ansible(work, "hosts-cache.yml", "setup.yml")
-            setup_s = time.monotonic() - t0
-            log(f"engines and caches ready after {setup_s:.0f} s")
-            sources = {s: site_source(status, fleet[s][0]) for s in SITES}
-            result = {name: run_pass(work, centre, sources, name, version)
-                      for version, name in enumerate(PASSES, start=1)}
+            # own_devices checks root's room first: else each `lab device add` would hold the lab's lock for its
+            # whole readiness timeout
+            with access.own_devices(everyone, log):
+                for site in SITES:  # our sites' links unshaped, whatever a site of the same number had before
+                    access.link(site, "--clear")
+                log(f"{len(everyone)} devices added in {time.monotonic() - t0:.0f} s")
+                status = access.status()
+                for name in PASSES:
+                    site_cache_inventory(work / "inventory" / f"hosts-{name}.yml", status, fleet,
+                                         cache=name == "cache", parent="bw_fleet")
+                ansible(work, "hosts-cache.yml", "setup.yml")
+                setup_s = time.monotonic() - t0
+                log(f"engines and caches ready after {setup_s:.0f} s")
+                sources = {s: site_source(status, fleet[s][0]) for s in SITES}
+                result = {name: run_pass(work, centre, sources, name, version)
+                          for version, name in enumerate(PASSES, start=1)}
+                t_clean = time.monotonic()
         finally:
-            t_clean = time.monotonic()
-            access.remove_devices(everyone, log)
             centre.clean(log)
-            clean_s = time.monotonic() - t_clean
-            log(f"devices, images and files removed in {clean_s:.0f} s")
+    clean_s = time.monotonic() - t_clean
+    log(f"devices, images and files removed in {clean_s:.0f} s")
     plot = figure(log, PLOTS / "site_bandwidth.png", "bytes down each site's link, without and with the site cache",
                   lambda plt: draw(plt, result, args.devices_per_site))
     notes = {"setup_s": setup_s, "total_s": time.monotonic() - t0, "clean_s": clean_s, "load_before": load_before,

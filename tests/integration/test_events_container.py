@@ -10,11 +10,11 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+from edgeai_lab.core import wait_until
 from webhook_receiver.testing import ReceiverProcess, free_port, http_json, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,16 +39,6 @@ def image():
         pytest.fail("base image edgeai-lab/debian:bookworm is missing (tests/lab/lab builds it)")
     docker("build", "-q", "-t", IMAGE, str(IMAGE_DIR), timeout=600)
     return IMAGE
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_container_keeps_acknowledged_events_across_kill(tmp_path, image):
@@ -98,7 +88,7 @@ def test_container_keeps_acknowledged_events_across_kill(tmp_path, image):
         docker("kill", "-s", "KILL", name)
         receiver.start()
         docker("start", name)
-        wait_until(lambda: len(receiver.events("app.reading")) >= 20, 60, "the queued events")
+        wait_until(lambda: len(receiver.events("app.reading")) >= 20, 60, 0.2, "the queued events")
         assert [e["id"] for e in receiver.events("app.reading")] == acknowledged
         assert len(receiver.events("relay.started")) == 2
     finally:

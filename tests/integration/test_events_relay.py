@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from edgeai_lab import relay as edgeai_relay
+from edgeai_lab.core import wait_until
 from webhook_receiver.testing import ReceiverProcess, http_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,16 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRET = "integration-secret"
 TOKEN = "integration-token"
 LOCAL_TOKEN = "integration-local-token"  # the relay's local API (local_token_file)
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def relay_process(workdir: Path, webhook_url: str, secret: str = SECRET, token: str = TOKEN,

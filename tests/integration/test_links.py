@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgeai_lab.access import demo_release, lab_cli, run_module
+from edgeai_lab import access
+from edgeai_lab.access import demo_release, lab_cli, link, run_module
 from rollout_helpers import (
     bootstrap_default_fleet,
     deploy,
@@ -35,16 +36,9 @@ from rollout_helpers import (
 pytestmark = pytest.mark.lab
 
 
-def link(target: str, *args: str) -> dict[str, Any]:
-    """Shape a link (`lab link`) and return its rule and byte counters."""
-    proc = lab_cli("link", target, *args, "--json", timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
-
-
 def link_bytes(target: str, service: str) -> int:
     """Bytes the data centre sent across the link of a site or a device, for one service."""
-    return link(target)["bytes"].get(service, {}).get("down", 0)
+    return access.link_bytes(target).get(service, 0)
 
 
 @pytest.fixture

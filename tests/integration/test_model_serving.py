@@ -17,7 +17,6 @@ The modules run through `ansible` ad-hoc commands (connection local, the device-
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import json
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import pytest
 from edgeai_lab.litert import litert_process, wait_ready
+from edgeai_lab.load import Load
 from edgeai_lab.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -295,47 +295,29 @@ def test_no_request_fails_during_a_swap(server):
     assert not stage(server, 1)[0]
     assert not deploy(server, 1)[0]
     assert not stage(server, 2)[0]
-    stop = threading.Event()
-    stats = {"ok": 0, "failed": [], "versions": set()}
+    versions: list[str] = []  # of every right answer, in the order they came
     body = json.dumps({"inputs": server.inputs}).encode()
-    port = int(server.url.rsplit(":", 1)[1])
 
-    def stream():
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        deadline = time.monotonic() + 180
-        for _attempt in range(20000):
-            if stop.is_set() or time.monotonic() > deadline:
-                break
-            try:
-                conn.request("POST", "/v2/models/scale/infer", body, {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                data = resp.read()
-                if resp.status == 200:
-                    stats["ok"] += 1
-                    stats["versions"].add(json.loads(data).get("model_version"))
-                else:
-                    stats["failed"].append((resp.status, data[:200]))
-            except (OSError, http.client.HTTPException) as exc:
-                stats["failed"].append(("error", repr(exc)))
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.close()
+    def check(status: int, raw: bytes, _k: int) -> tuple[bool, object]:
+        if status != 200:
+            return False, (status, raw[:200])
+        versions.append(json.loads(raw)["model_version"])
+        return True, status
 
-    thread = threading.Thread(target=stream, daemon=True)
-    thread.start()
+    load = Load(int(server.url.rsplit(":", 1)[1]), "/v2/models/scale/infer", lambda _k: body, 20000, 1, 180,
+                check=check)
     time.sleep(1.0)
     failed, result = deploy(server, 2)
     # keep streaming until the new version answers (bounded), on a busy 2-core machine too
     deadline = time.monotonic() + 30
-    seen = stats["ok"]
-    while time.monotonic() < deadline and ("2" not in stats["versions"] or stats["ok"] < seen + 20):
+    seen = len(versions)
+    while time.monotonic() < deadline and ("2" not in versions or len(versions) < seen + 20):
         time.sleep(0.2)
-    stop.set()
-    thread.join(timeout=60)
+    stats = load.result(stop=True)
     assert not failed, result
     assert stats["failed"] == [], stats["failed"][:5]
-    assert stats["ok"] > 20
-    assert stats["versions"] == {"1", "2"}
+    assert len(stats["ok"]) > 20
+    assert set(versions) == {"1", "2"}
 
 
 def _serve_files(directory: Path):

@@ -13,7 +13,6 @@ Runtime on the 2-core lab machine: see docs/rollout.md ("A larger fleet").
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +21,8 @@ from typing import Any
 
 import pytest
 from edgeai_lab import access
-from edgeai_lab.access import demo_release, lab_cli, read_report
+from edgeai_lab.access import demo_release, read_report
+from edgeai_lab.devices import load_profile
 from rollout_helpers import receiver_events, served_version
 
 pytestmark = [pytest.mark.lab, pytest.mark.fleet]
@@ -43,8 +43,7 @@ FLEET = {
     "e2e-east-coral-01": ("e2e-east", "coral-dev-board"),
     "e2e-east-coralusb-01": ("e2e-east", "coral-usb"),
 }
-PLATFORM = {"agx-orin": "jetson", "orin-nano": "jetson", "xavier-nx": "jetson", "agx-xavier": "jetson",
-            "coral-dev-board": "coral", "coral-usb": "coral"}
+PLATFORM = {profile: load_profile(profile)["platform"] for _site, profile in FLEET.values()}  # the lab's profiles
 PLAYBOOK_TIMEOUT = 900
 
 
@@ -67,27 +66,22 @@ def _events_of_every_device(lab: dict[str, Any], event_type: str, run_id: str,
 def fleet(lab: dict[str, Any], tmp_path_factory) -> Iterator[Path]:
     """12 devices of this module, bootstrapped; returns their inventory. Removed afterwards.
     While they exist they are in the session's `lab` dict too, so `lab_ssh` reaches them."""
-    access.remove_devices(set(FLEET) & set(lab["devices"]))  # left over by an interrupted run
-    access.room_for(len(FLEET))  # see docs/rollout.md: each lab device holds some of root's inotify instances
-    try:
-        for name, (site, profile) in FLEET.items():
-            added = lab_cli("device", "add", name, "--profile", profile, "--site", site, "--no-inventory",
-                            timeout=300)
-            assert added.returncode == 0, f"lab device add {name}: {added.stderr[-2000:]}"
-        status = json.loads(lab_cli("status", "--json", timeout=60).stdout)
+    # room: see docs/rollout.md (each lab device holds some of root's inotify instances)
+    with access.own_devices({name: (profile, site) for name, (site, profile) in FLEET.items()}, timeout=300):
+        status = access.status()
         lab["devices"].update({name: status["devices"][name] for name in FLEET})
-        fleet = {name: {"site": site, "platform": PLATFORM[profile], "hardware": profile}
-                 for name, (site, profile) in FLEET.items()}
-        inventory = access.registry_inventory(tmp_path_factory.mktemp("fleet-inventory"), fleet, lab["devices"])
-        started = time.monotonic()
-        result = _playbook(inventory, "bootstrap.yml")
-        assert result.returncode == 0, result.stdout[-6000:]
-        print(f"bootstrap of {len(FLEET)} devices: {time.monotonic() - started:.0f}s")
-        yield inventory
-    finally:
-        for name in FLEET:
-            lab["devices"].pop(name, None)
-        access.remove_devices(FLEET)
+        try:
+            fleet = {name: {"site": site, "platform": PLATFORM[profile], "hardware": profile}
+                     for name, (site, profile) in FLEET.items()}
+            inventory = access.registry_inventory(tmp_path_factory.mktemp("fleet-inventory"), fleet, lab["devices"])
+            started = time.monotonic()
+            result = _playbook(inventory, "bootstrap.yml")
+            assert result.returncode == 0, result.stdout[-6000:]
+            print(f"bootstrap of {len(FLEET)} devices: {time.monotonic() - started:.0f}s")
+            yield inventory
+        finally:
+            for name in FLEET:
+                lab["devices"].pop(name, None)
 
 
 def _deploy(inventory: Path, version: int, report_dir: Path,

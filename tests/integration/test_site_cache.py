@@ -125,22 +125,19 @@ def site(lab: dict[str, Any], tmp_path_factory) -> dict[str, Any]:
     """4 devices of this module at their own site, engines ready, the cache running on the first."""
     if "site-cache" not in lab.get("images", {}) or not lab.get("artifacts"):
         pytest.fail("the lab has no site-cache image or no artifact store: `tests/lab/lab up` makes both")
-    access.remove_devices(DEVICES)  # left over by an interrupted run
     centre = Centre(lab)
     try:
-        for name in DEVICES:
-            access.add_device(name, PROFILE, SITE, timeout=300)
-        status = access.status()
-        workdir = tmp_path_factory.mktemp("site-cache")
-        site_cache_inventory(workdir / "hosts.yml", status, {SITE: DEVICES})
-        for name, text in PLAYBOOKS.items():
-            (workdir / name).write_text(text)
-        out, recap = _ansible(workdir, "cache.yml")
-        assert recap[CACHE_HOST]["failed"] == 0
-        assert (workdir / f"{SITE}-device-password").read_text().strip() not in out
-        yield {"lab": status, "workdir": workdir, "source": site_source(status, CACHE_HOST), "centre": centre}
+        with access.own_devices(dict.fromkeys(DEVICES, (PROFILE, SITE)), timeout=300):
+            status = access.status()
+            workdir = tmp_path_factory.mktemp("site-cache")
+            site_cache_inventory(workdir / "hosts.yml", status, {SITE: DEVICES})
+            for name, text in PLAYBOOKS.items():
+                (workdir / name).write_text(text)
+            out, recap = _ansible(workdir, "cache.yml")
+            assert recap[CACHE_HOST]["failed"] == 0
+            assert (workdir / f"{SITE}-device-password").read_text().strip() not in out
+            yield {"lab": status, "workdir": workdir, "source": site_source(status, CACHE_HOST), "centre": centre}
     finally:
-        access.remove_devices(DEVICES)
         centre.clean()
 
 

@@ -54,6 +54,17 @@ def status() -> dict[str, Any]:
     return json.loads(lab("status", "--json", timeout=60))
 
 
+def link(target: str, *args: str) -> dict[str, Any]:
+    """`lab link TARGET ARGS --json`: a site's or a device's link shaped by ARGS (none: read only), its rule and
+    byte counters (newer than the call)."""
+    return json.loads(lab("link", target, *args, "--json", timeout=60))
+
+
+def link_bytes(target: str) -> dict[str, int]:
+    """Bytes down (centre -> target) per service that crossed the link of a site or a device so far."""
+    return {service: int(c.get("down", 0)) for service, c in link(target)["bytes"].items()}
+
+
 def devices_by(status: dict[str, Any], **match: str | None) -> list[str]:
     """Names of the lab's fleet devices matching all fields (platform=, hardware=, site=, profile=).
     Devices added by others with `lab device add` (molecule, benchmarks) are left out unless
@@ -137,6 +148,20 @@ def remove_devices(names: Iterable[str], log=print) -> None:
             lab("device", "rm", name, timeout=300)
         except (LabAccessError, subprocess.TimeoutExpired) as exc:
             log(f"could not remove {name}: {exc}")
+
+
+@contextlib.contextmanager
+def own_devices(devices: dict[str, tuple[str, ...]], log=print, timeout: float = 600) -> Iterator[dict[str, Any]]:
+    """Devices of a test's or a benchmark's own, name -> (profile, site, *`lab device add` options): those an
+    interrupted run left are removed, root's room for them is checked (room_for), then each is added (add_device);
+    yields what each add printed. All are removed at the end, also when adding failed half-way."""
+    remove_devices(set(devices) & set(status()["devices"]), log)
+    room_for(len(devices))
+    try:
+        yield {name: add_device(name, profile, site, *options, timeout=timeout)
+               for name, (profile, site, *options) in devices.items()}
+    finally:
+        remove_devices(devices, log)
 
 
 def write_site_vars(directory: Path) -> Path:

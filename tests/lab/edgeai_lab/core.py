@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,19 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str | None = None) -> Any:
+    """predicate()'s first true value, tried every `interval` seconds for `timeout` seconds; after that an
+    AssertionError naming `what`, or None when there is no `what` (a benchmark notes the miss)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(interval)
+    if what is None:
+        return None
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def wait_tcp(host: str, port: int, timeout: float = 30.0) -> bool:

@@ -106,5 +106,3 @@ def write_inventories(devices: dict[str, dict[str, Any]], profiles: dict[str, di
 
 def paths() -> dict[str, str]:
     return {"devices": str(DEVICES_FILE), "plugin": str(PLUGIN_FILE), "hosts": str(HOSTS_FILE)}
-
-

@@ -17,14 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from webhook_receiver.testing import free_port  # one of it: re-exported for the suites that import it here
+
 from edgeai_lab.access import BIN, REPO
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ansible_env(*prefixes: str, **extra: str) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Unit tests of what edgeai_lab.access reads off this machine for tests and benchmarks (no Docker):
-root's room for more lab devices, and the CPU of containers from their cgroups; and of how the lab's
-test helpers stop a process that leads a session of its own."""
+root's room for more lab devices, devices of a test's own, and the CPU of containers from their
+cgroups; and of how the lab's test helpers stop a process that leads a session of its own."""
 
 from __future__ import annotations
 
@@ -26,6 +26,40 @@ def test_no_room_names_what_is_held_the_limit_and_what_to_do(monkeypatch):
     text = str(err.value)
     assert "107 of its 128" in text and "4 more lab devices" in text
     assert "max_user_instances" in text and "scripts/host-setup" in text
+
+
+def _fake_lab(monkeypatch, present, fail_on=None):
+    """The lab's device commands recorded, not run: `present` devices exist; adding `fail_on` fails."""
+    calls = []
+    monkeypatch.setattr(access, "status", lambda: {"devices": dict.fromkeys(present, {})})
+    monkeypatch.setattr(access, "room_for", lambda n: calls.append(("room", n)))
+
+    def add(name, profile, site, *options, timeout):
+        calls.append(("add", name, profile, site, *options))
+        if name == fail_on:
+            raise access.LabAccessError(f"lab device add {name}: failed")
+        return {"port": 2200 + len(calls)}
+
+    monkeypatch.setattr(access, "add_device", add)
+    monkeypatch.setattr(access, "remove_devices", lambda names, log=print: calls.append(("rm", sorted(names))))
+    return calls
+
+
+def test_own_devices_removes_leftovers_checks_room_adds_and_removes_all_at_the_end(monkeypatch):
+    calls = _fake_lab(monkeypatch, present=["a", "other"])
+    with access.own_devices({"a": ("coral-usb", "s1"), "b": ("agx-orin", "s2", "--ring", "canary")}) as added:
+        assert set(added) == {"a", "b"} and all("port" in v for v in added.values())
+        calls.append(("body",))
+    assert calls == [("rm", ["a"]), ("room", 2), ("add", "a", "coral-usb", "s1"),
+                     ("add", "b", "agx-orin", "s2", "--ring", "canary"), ("body",), ("rm", ["a", "b"])]
+
+
+def test_own_devices_removes_what_it_added_when_adding_fails_half_way(monkeypatch):
+    calls = _fake_lab(monkeypatch, present=[], fail_on="b")
+    with pytest.raises(access.LabAccessError, match="lab device add b"):
+        with access.own_devices({"a": ("coral-usb", "s1"), "b": ("coral-usb", "s1")}):
+            calls.append(("body",))
+    assert ("body",) not in calls and calls[-1] == ("rm", ["a", "b"])
 
 
 def test_container_cpu_is_the_sum_of_their_cpuacct_in_seconds_and_a_gone_one_counts_nothing(tmp_path, monkeypatch):
