@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 from edgeai_lab import access
+from edgeai_lab.devices import load_profile
 from edgeai_lab.load import Load
 
 from benchmarks import harness as h
@@ -29,12 +30,13 @@ from benchmarks import harness as h
 SITE, MODEL, SERVER_PORT = "bench-site", "detector", 8000
 CONTAINER = "edgeai-inference"  # the inference_server role's default container name
 SERVERS: dict[str, dict[str, Any]] = {
-    "triton": {"device": f"{SITE}-orin", "profile": "agx-orin", "platform": "jetson", "label": "Triton (AGX Orin)",
+    "triton": {"device": f"{SITE}-orin", "profile": "agx-orin", "label": "Triton (AGX Orin)",
                "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [4], "data": [1, 2, 3, 4]}]},
-    "litert": {"device": f"{SITE}-coralusb", "profile": "coral-usb", "platform": "coral",
-               "label": "LiteRT server (Coral USB host)",
+    "litert": {"device": f"{SITE}-coralusb", "profile": "coral-usb", "label": "LiteRT server (Coral USB host)",
                "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
 }
+for _server in SERVERS.values():  # jetson or coral, as the lab's profile says
+    _server["platform"] = load_profile(_server["profile"])["platform"]
 METHODS = {"ours": "ours (in-place load)", "naive": "naive (new container)"}
 # seconds: load before the deployment, the "during" window's end after the new version first answered,
 # load after that window, the time cap of one measured run
@@ -43,17 +45,16 @@ Run = dict[str, Any]  # one measured deployment, then its summary; times are sec
 log = h.logger("model_update")
 
 
-def write_inventory(work: Path, devices: dict[str, access.Ssh], first: Path) -> Path:
-    """An inventory of this benchmark's devices, each to serve the release `first` after bootstrap.yml."""
-    release, hosts = yaml.safe_load(first.read_text())["edgeai_release"], {}
-    for kind, dev in devices.items():
-        platform = SERVERS[kind]["platform"]
+def write_inventory(work: Path, kinds: list[str], first: Path) -> Path:
+    """A device_registry inventory of this benchmark's devices, each to serve the release `first` after bootstrap."""
+    release, fleet = yaml.safe_load(first.read_text())["edgeai_release"], {}
+    for kind in kinds:
+        server, platform = SERVERS[kind], SERVERS[kind]["platform"]
         model = {"name": release["model_name"], "version": release["model_version"],
                  "artifact": release["artifacts"][platform], "smoke_test": release["smoke_test"][platform]}
-        hosts[dev.name] = {"ansible_host": "127.0.0.1", "ansible_port": dev.port, "edge_site": SITE,
-                           "edge_platform": platform, "edge_hardware": SERVERS[kind]["profile"], "edge_ring": "canary",
-                           "inference_server_model": model}
-    return access.static_inventory(work / "inventory", "hosts.yml", {"hosts": hosts})
+        fleet[server["device"]] = {"site": SITE, "platform": platform, "hardware": server["profile"], "ring": "canary",
+                                   "vars": {"inference_server_model": model}}
+    return access.registry_inventory(work / "inventory", fleet, access.status()["devices"])
 
 
 def naive_prepare(dev: access.Ssh, artifact: Path, tag: str) -> list[str]:
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         lab = access.status()
         devices = {k: access.Ssh.of(lab, SERVERS[k]["device"]) for k in kinds}
         releases = {v: access.demo_release(v, out=work / "release") for v in (1, 2, 3)}
-        inventory = write_inventory(work, devices, releases[1])
+        inventory = write_inventory(work, kinds, releases[1])
         env = access.playbook_env(work / "cp")  # SSH masters of our own
         log("bootstrap.yml to serving v1 (event relay left out: webhook_api_url empty)")
         access.run_playbook_ok(inventory, "playbooks/bootstrap.yml", "-e", "webhook_api_url=", env=env, timeout=600)

@@ -173,14 +173,15 @@ def write_site_vars(directory: Path) -> Path:
 
 def registry_inventory(directory: Path, fleet: dict[str, dict[str, Any]], devices: dict[str, dict[str, Any]],
                        allow_ansible_vars: bool = True) -> Path:
-    """A device_registry inventory of `fleet` (name -> site, platform, hardware, ring) with the lab's own
-    host vars, as `lab up` writes one for its fleet; `devices`: their `lab status` entries. Returns the
-    plugin's config file. allow_ansible_vars=False leaves the option out (plugins from before it)."""
+    """A device_registry inventory of `fleet` (name -> site, platform, hardware, ring, and vars of its own)
+    with the lab's host vars, as `lab up` writes one for its fleet; `devices`: their `lab status` entries.
+    Returns the plugin's config file. allow_ansible_vars=False leaves the option out (plugins from before it)."""
     directory.mkdir(parents=True, exist_ok=True)
     common = {k: v for k, v in lab_inventory.lab_vars().items() if k != "ansible_user"}
     entries = [{"id": name, "address": "127.0.0.1", "port": devices[name]["ssh"]["port"], "user": "root",
-                "ring": "broad", "maintenance": False, **spec,
-                "vars": common | lab_inventory.device_vars(name, devices[name])} for name, spec in fleet.items()]
+                "ring": "broad", "maintenance": False, **{k: v for k, v in spec.items() if k != "vars"},
+                "vars": common | lab_inventory.device_vars(name, devices[name]) | spec.get("vars", {})}
+               for name, spec in fleet.items()]
     (directory / "devices.yml").write_text(yaml.safe_dump({"devices": entries}, sort_keys=False))
     config = {"plugin": "edgeai.fleet.device_registry", "source_file": "devices.yml"}
     if allow_ansible_vars:  # the lab's vars name its key

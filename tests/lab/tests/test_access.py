@@ -4,6 +4,7 @@ cgroups; and of how the lab's test helpers stop a process that leads a session o
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -91,3 +92,21 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
     except FileNotFoundError:
         return False
+
+
+def test_registry_inventory_gives_each_device_the_labs_vars_and_its_own_through_the_plugin(tmp_path):
+    devices = {"d1": {"ssh": {"port": 2201}, "profile": "agx-orin"},
+               "d2": {"ssh": {"port": 2202}, "profile": "coral-usb"}}
+    fleet = {"d1": {"site": "s1", "platform": "jetson", "hardware": "agx-orin", "ring": "canary",
+                    "vars": {"inference_server_model": {"name": "m"}, "edge_lab": "overridden"}},
+             "d2": {"site": "s1", "platform": "coral", "hardware": "coral-usb"}}
+    config = access.registry_inventory(tmp_path / "inv", fleet, devices)
+    proc = subprocess.run([str(access.BIN / "ansible-inventory"), "-i", str(config), "--list"], cwd=access.REPO,
+                          env=access.playbook_env(), capture_output=True, text=True, timeout=120, check=True)
+    # a registry's strings stay data: marked unsafe (never templated), which the hook takes off for the comparison
+    hostvars = json.loads(proc.stdout, object_hook=lambda d: d.get("__ansible_unsafe", d))["_meta"]["hostvars"]
+    assert hostvars["d1"]["ansible_port"] == 2201 and hostvars["d2"]["ansible_port"] == 2202
+    assert hostvars["d1"]["inference_server_model"] == {"name": "m"} and hostvars["d1"]["edge_lab"] == "overridden"
+    assert "inference_server_model" not in hostvars["d2"] and hostvars["d2"]["edge_lab"] is True
+    assert hostvars["d1"]["edge_ring"] == "canary" and hostvars["d2"]["edge_ring"] == "broad"
+    assert hostvars["d2"]["ansible_ssh_private_key_file"].endswith("id_ed25519")
