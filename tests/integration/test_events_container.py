@@ -88,7 +88,9 @@ def test_container_keeps_acknowledged_events_across_kill(tmp_path, image):
         docker("kill", "-s", "KILL", name)
         receiver.start()
         docker("start", name)
-        wait_until(lambda: len(receiver.events("app.reading")) >= 20, 60, 0.2, "the queued events")
+        # the restarted relay queues its own relay.started behind the 20 it kept: wait for that one too
+        wait_until(lambda: len(receiver.events("app.reading")) >= 20 and len(receiver.events("relay.started")) >= 2,
+                   60, 0.2, "the queued events and the second relay.started")
         assert [e["id"] for e in receiver.events("app.reading")] == acknowledged
         assert len(receiver.events("relay.started")) == 2
     finally:
