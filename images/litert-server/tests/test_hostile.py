@@ -331,9 +331,23 @@ def test_versions_are_ascii_digits(server_factory: Callable[..., Server], tmp_pa
 
 
 # --- concurrency caps ---------------------------------------------------------------------
+def _slot_holder(port: int) -> socket.socket:
+    """An idle keep-alive connection that holds one of the server's connection slots: its first answer was a
+    200. (The connection of the start-up readiness probe can keep a slot for a moment after it closed.)"""
+    deadline = time.monotonic() + 10
+    while True:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        if _read_response(sock)[0] == 200:
+            return sock
+        sock.close()
+        assert time.monotonic() < deadline, "no connection slot came free"
+        time.sleep(0.05)
+
+
 def test_connections_beyond_the_cap_get_503(server_factory: Callable[..., Server]) -> None:
     srv = server_factory(args=["--load-model", "float_model", "--max-connections", "2"])
-    idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(2)]
+    idle = [_slot_holder(srv.port) for _ in range(2)]
     try:
         status, headers, resp = _exchange(srv.port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status == 503 and "max_connections" in resp["error"], resp
