@@ -4,10 +4,7 @@ The lab's helpers (SSH, tunnels, inventories, playbooks) are in tests/lab/edgeai
 in tests/lab/edgeai_lab/load.py: tests use them too.
 """
 
-from __future__ import annotations
-
 import argparse
-import os
 import re
 import resource
 import signal
@@ -19,10 +16,11 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from benchmarks import ROOT
 
 PLOTS = ROOT / "docs" / "benchmarks"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 T0 = time.monotonic()
 
 
@@ -31,10 +29,16 @@ def logger(name: str) -> Callable[[str], None]:
     return lambda msg: print(f"[{name} bench {time.monotonic() - T0:5.0f}s] {msg}", file=sys.stderr, flush=True)
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
-    """An argument parser described by the docstring's first paragraph; SIGTERM runs the `finally`s."""
+def arguments(doc: str, argv: list[str] | None, **flags: tuple[Any, str]) -> argparse.Namespace:
+    """argv parsed: --a-b for each a_b=(default, help), of its default's type (False: a switch); described by the
+    docstring's first paragraph. SIGTERM from here on runs the `finally`s."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    return argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    for name, (default, text) in flags.items():
+        switch = default is False
+        ap.add_argument(f"--{name.replace('_', '-')}", help=text if switch else f"{text} (default {default})",
+                        **({"action": "store_true"} if switch else {"type": type(default), "default": default}))
+    return ap.parse_args(argv)
 
 
 @contextmanager
@@ -85,43 +89,26 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
 
 def proc_tree(pid: int) -> list[int]:
     """pid and all its descendants."""
-    parent = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with suppress(OSError):
-            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    found = [pid]
-    for p in found:  # grows as it goes
-        found.extend(child for child, of in parent.items() if of == p)
+    return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+
+
+def total(pids: Iterable[int], read: Callable[[psutil.Process], float]) -> float:
+    """The sum of read(process) over those still there."""
+    found = 0.0
+    for pid in pids:
+        with suppress(psutil.Error):
+            found += read(psutil.Process(pid))
     return found
 
 
 def rss_mib(pid: int) -> float:
-    """VmRSS of pid and all its descendants."""
-    total = 0
-    for p in proc_tree(pid):
-        try:
-            total += next(int(line.split()[1]) for line in Path(f"/proc/{p}/status").read_text().splitlines()
-                          if line.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            pass
-    return total / 1024
+    """Resident memory (VmRSS) of pid and all its descendants."""
+    return total(proc_tree(pid), lambda p: p.memory_info().rss) / 2**20
 
 
-def cpu_s(pids: list[int]) -> float:
+def cpu_s(pids: Iterable[int]) -> float:
     """User + system CPU seconds of these processes."""
-    total = 0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
-
-
-def meminfo() -> dict[str, int]:
-    return {k: int(v.split()[0]) * 1024 for k, v in
-            (line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())}
+    return total(pids, lambda p: sum(p.cpu_times()[:2]))
 
 
 # -- playbooks -----------------------------------------------------------------------------------
@@ -157,18 +144,27 @@ def goal(text: str, met: bool, detail: str) -> str:
     return f"Goal {text}: **{'met' if met else 'missed'}** ({detail})."
 
 
-def figure(log: Callable[[str], None], path: Path, alt: str, draw: Callable[[Any], Any]) -> str:
-    """The Markdown line showing the figure draw(pyplot) returns, saved to path (docs/benchmarks/)."""
-    try:
-        import matplotlib
-    except ImportError:
-        log("matplotlib is not installed (`make bench` installs it): no plot")
-        return "(No plot this time: matplotlib was missing; `make bench` installs it.)"
+def goal_under(what: str, value: float, limit: float, show: str = "{:.3f} s", extra: str = "") -> str:
+    """A bullet: the goal `what` under `limit`, the value and, when missed, by how much (`extra` then too)."""
+    met = value < limit
+    return "- " + goal(f"{what} under {show.format(limit)}", met,
+                       show.format(value) + ("" if met else f", {value / limit:.2f}x the goal{extra}"))
+
+
+def paragraphs(text: str) -> list[str]:
+    """Prose written across indented lines, as Markdown paragraphs (one line each, an empty line between)."""
+    return [line for para in text.split("\n\n") for line in ("", " ".join(para.split()))][1:]
+
+
+def figure(name: str, alt: str, draw: Callable[[Any], Any]) -> str:
+    """The Markdown line showing the figure draw(pyplot) returns, saved as docs/benchmarks/<name>.png."""
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig = draw(plt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(PLOTS / f"{name}.png", dpi=80)
     plt.close(fig)
-    return f"![{alt}](benchmarks/{path.name})"
+    return f"![{alt}](benchmarks/{name}.png)"

@@ -8,8 +8,6 @@ sections stay; sections of benchmarks that no longer exist are dropped; a benchm
 its previous section, marked as not refreshed. Not tests: `make bench` runs them, never CI.
 """
 
-from __future__ import annotations
-
 import argparse
 import datetime
 import os
@@ -21,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks.md"
-MARKER = re.compile(r"^<!-- bench: ([\w.-]+) -->$")
+MARKER = re.compile(r"^<!-- bench: ([\w.-]+) -->$", re.M)
 HEADER = (
     "# Benchmarks\n\n"
     "Written by `make bench` (every benchmark) or `python benchmarks/run.py NAME ...` (those only; the other "
@@ -32,31 +30,24 @@ HEADER = (
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
+    cpu = re.search(r"^model name\s*: (.*)$", Path("/proc/cpuinfo").read_text(), re.M)
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    python = platform.python_version()
-    return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, {platform.platform()}, Python {python}"
+    return (f"{os.cpu_count()} cores ({cpu.group(1).strip() if cpu else 'unknown CPU'}), {mem_gib:.0f} GiB, "
+            f"{platform.platform()}, Python {platform.python_version()}")
 
 
 def read_sections(text: str, names: set[str]) -> dict[str, str]:
     """The sections of an existing docs/benchmarks.md by benchmark name, each from its marker on."""
-    sections: dict[str, list[str]] = {}
-    lines: list[str] = []
-    for line in text.splitlines():
-        if marker := MARKER.match(line):
-            lines = sections.setdefault(marker.group(1), [])
-        else:
-            lines.append(line)
-    return {name: "\n".join(lines).strip() + "\n" for name, lines in sections.items() if name in names}
+    parts = MARKER.split(text)[1:]  # name, its section, name, ...
+    return {name: body.strip() + "\n" for name, body in zip(parts[::2], parts[1::2], strict=True) if name in names}
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", help="benchmarks to run (default: every one)")
     ap.add_argument("--out", type=Path, default=OUT, help="the Markdown file to update (default: %(default)s)")
-    passed = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = ap.parse_args(argv[:len(argv) - len(passed) - (1 if "--" in argv else 0)])
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, passed = ap.parse_args(argv[:cut]), argv[cut + 1:]
     every = {p.parent.name: p for p in (ROOT / "benchmarks").glob("*/bench.py")}
     unknown = sorted(set(args.names) - set(every))
     if unknown:

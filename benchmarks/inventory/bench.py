@@ -1,12 +1,4 @@
-#!/usr/bin/env python3
-# Copyright: edgeai.fleet contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Inventory: the device_registry plugin against ansible's yaml inventory, the same hosts, vars and groups.
-
-    .venv/bin/python -m benchmarks.inventory.bench --sizes 1000,10000,50000
-"""
-
-from __future__ import annotations
+"""Inventory: the device_registry plugin against ansible's yaml inventory, the same hosts, vars and groups."""
 
 import json
 import os
@@ -20,7 +12,7 @@ import yaml
 from ansible_collections.edgeai.fleet.plugins.plugin_utils import _device_registry as reg
 
 from benchmarks import ROOT
-from benchmarks.harness import parser, table, timed, workdir
+from benchmarks.harness import arguments, paragraphs, table, timed, workdir
 
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 ANSIBLE = str(Path(sys.executable).parent / "ansible")
@@ -56,13 +48,13 @@ def static_inventory(devices: list[dict]) -> dict:
 
 
 def write_sources(directory: Path, size: int) -> dict[str, Path]:
+    """The fleet as a registry file, YAML and JSON, each with the plugin's config; and as a static inventory."""
     directory.mkdir()
-    devices = fleet(size)
-    (directory / "devices.yml").write_text(yaml.dump({"devices": devices}, Dumper=DUMPER, sort_keys=False))
+    devices, paths = fleet(size), {kind: directory / f"{kind}.device_registry.yml" for kind in ("yaml", "json")}
+    (directory / "devices.yaml").write_text(yaml.dump({"devices": devices}, Dumper=DUMPER, sort_keys=False))
     (directory / "devices.json").write_text(json.dumps({"devices": devices}))
-    paths = {kind: directory / f"{kind}.device_registry.yml" for kind in ("yaml", "json")}
-    for kind, source in (("yaml", "devices.yml"), ("json", "devices.json")):
-        paths[kind].write_text(f"plugin: edgeai.fleet.device_registry\nsource_file: {source}\n")
+    for kind, path in paths.items():
+        path.write_text(f"plugin: edgeai.fleet.device_registry\nsource_file: devices.{kind}\n")
     paths["static"] = directory / "static.yml"
     paths["static"].write_text(yaml.dump(static_inventory(devices), Dumper=DUMPER, sort_keys=False))
     return paths
@@ -87,9 +79,7 @@ def list_hosts(source: Path, expected: int, repeat: int) -> tuple[float, float] 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser(__doc__)
-    ap.add_argument("--sizes", default="1000,10000,50000", help="comma-separated fleet sizes")
-    args = ap.parse_args(argv)
+    args = arguments(__doc__, argv, sizes=("1000,10000,50000", "comma-separated fleet sizes"))
     rows = []
     with workdir("inventory") as work:
         for size in (int(s) for s in args.sizes.split(",") if s.strip()):
@@ -100,20 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     def fmt(value: tuple[float, float] | None) -> str:
         return f"> {TIMEOUT:.0f} s" if value is None else f"{value[0]:.2f} s (CPU {value[1]:.2f} s)"
 
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    out = [
-        "## Inventory: device_registry plugin vs ansible's yaml inventory", "",
-        "The same fleet as a device registry file read by `edgeai.fleet.device_registry` (YAML and JSON) and as the "
-        "equivalent static file read by ansible's `yaml` inventory plugin (same hosts, host variables and groups).", "",
-        f"`ansible all -i <source> --list-hosts`: wall time of the fastest of {REPEAT} runs (yaml inventory: of "
-        f"{YAML_REPEAT}), with the CPU time (user + system) of that run; {SITES} sites; Python "
-        f"{platform.python_version()}, {os.cpu_count()} CPUs, load average {load} at the end.", "",
-        *table(["devices", "device_registry, YAML file", "device_registry, JSON file",
-                "ansible yaml inventory (static file)", "speed-up (YAML file, wall)"],
-               [(f"{size:,}", fmt(b["yaml"]), fmt(b["json"]), fmt(b["static"]),
-                 f"{b['static'][0] / b['yaml'][0]:.1f}x" if b["static"] and b["yaml"] else "n/a")
-                for size, b in rows], "rrrrr")]
-    print("\n".join(out))
+    intro = f"""The same fleet as a device registry file read by `edgeai.fleet.device_registry` (YAML and JSON) and
+        as the equivalent static file read by ansible's `yaml` inventory plugin (same hosts, host variables and groups).
+
+        `ansible all -i <source> --list-hosts`: wall time of the fastest of {REPEAT} runs (yaml inventory: of
+        {YAML_REPEAT}), with the CPU time (user + system) of that run; {SITES} sites; Python
+        {platform.python_version()}, {os.cpu_count()} CPUs, load average
+        {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end."""
+    rows = [(f"{size:,}", fmt(b["yaml"]), fmt(b["json"]), fmt(b["static"]),
+             f"{b['static'][0] / b['yaml'][0]:.1f}x" if b["static"] and b["yaml"] else "n/a") for size, b in rows]
+    header = ["devices", "device_registry, YAML file", "device_registry, JSON file",
+              "ansible yaml inventory (static file)", "speed-up (YAML file, wall)"]
+    title = "## Inventory: device_registry plugin vs ansible's yaml inventory"
+    print("\n".join([title, "", *paragraphs(intro), "", *table(header, rows, "rrrrr")]))
     return 0
 
 

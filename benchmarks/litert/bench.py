@@ -1,12 +1,4 @@
-#!/usr/bin/env python3
-# Copyright: edgeai.fleet contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""LiteRT server: latency and throughput against the in-process interpreter and MLServer (.lab/bench-venv).
-
-    .venv/bin/python -m benchmarks.litert.bench [--requests 500] [--rounds 4]
-"""
-
-from __future__ import annotations
+"""LiteRT server: latency and throughput against the in-process interpreter and MLServer (.lab/bench-venv)."""
 
 import json
 import os
@@ -24,7 +16,7 @@ from litert_server.testmodels import make_triton_model
 from webhook_receiver.testing import free_port, http_json
 
 from benchmarks import ROOT, harness
-from benchmarks.harness import goal, loadavg, logger, parser, pct, table, workdir
+from benchmarks.harness import goal, loadavg, logger, pct, table, workdir
 
 BENCH_VENV = ROOT / ".lab" / "bench-venv"
 MODELS = {
@@ -70,8 +62,7 @@ def request_body(name: str) -> bytes:
 
 
 def served_load(server: ServerProcess, name: str, concurrency: int, total: int) -> dict[str, Any]:
-    body = request_body(name)
-    pids = harness.proc_tree(server.proc.pid)
+    body, pids = request_body(name), harness.proc_tree(server.proc.pid)
     server0, client0 = harness.cpu_s(pids), time.process_time()
     r = http_load(server.port, f"/v2/models/{name}/infer", lambda _k: body, total, concurrency, CAP_S)
     return dict(r, errors=len(r["failed"]), server_cpu=harness.cpu_s(pids) - server0,
@@ -79,15 +70,15 @@ def served_load(server: ServerProcess, name: str, concurrency: int, total: int) 
 
 
 def inprocess_load(model_path: Path, name: str, concurrency: int, total: int) -> dict[str, Any]:
+    """The interpreter itself, one a thread, all starting together once every one is ready: the limit."""
     _, _, dtype, values, expected = MODELS[name]
-    x, lat, answers = np.array([values], dtype=dtype), [], []
-    start = threading.Barrier(concurrency + 1)
+    x, lat, answers, ready = np.array([values], dtype=dtype), [], [], threading.Barrier(concurrency + 1)
 
     def worker(count: int) -> None:
         interp, answer = Interpreter(model_path=str(model_path), num_threads=1), None
         interp.allocate_tensors()
         idx_in, idx_out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-        start.wait()
+        ready.wait()
         deadline = time.monotonic() + CAP_S
         for _ in range(count):
             if time.monotonic() > deadline:
@@ -103,7 +94,7 @@ def inprocess_load(model_path: Path, name: str, concurrency: int, total: int) ->
                for i in range(concurrency)]
     for t in threads:
         t.start()
-    start.wait()
+    ready.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
@@ -123,37 +114,22 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser(__doc__)
-    ap.add_argument("--requests", type=int, default=500, help="requests per configuration and round")
-    ap.add_argument("--rounds", type=int, default=4, help="rounds, interleaved to spread the machine's noise")
-    args = ap.parse_args(argv)
+    args = harness.arguments(__doc__, argv, requests=(500, "requests per configuration and round"),
+                             rounds=(4, "rounds, interleaved to spread the machine's noise"))
+    if not (BENCH_VENV / "bin" / "mlserver").exists():
+        raise SystemExit(f"MLServer is not installed in {BENCH_VENV.relative_to(ROOT)}: `make bench` installs it "
+                         "(benchmarks/litert/requirements-mlserver.txt)")
     servers: dict[str, ServerProcess] = {}
-    problem = ""
     with workdir("litert") as work:
         repo = work / "models"
         for name, (kind, *_rest) in MODELS.items():
             make_triton_model(repo, name, 1, kind)
         try:
             servers["ours"] = litert_process(work, repo, "--load-model", "*")
-            if not (BENCH_VENV / "bin" / "mlserver").exists():
-                problem = (f"MLServer is not installed in {BENCH_VENV.relative_to(ROOT)} (`python3.11 -m venv "
-                           ".lab/bench-venv && .lab/bench-venv/bin/pip install -r "
-                           "benchmarks/litert/requirements-mlserver.txt`)")
-            else:
-                servers["mls_default"] = start_mlserver("mlserver-default", repo, work, tuned=False)
-                servers["mls_tuned"] = start_mlserver("mlserver-tuned", repo, work, tuned=True)
-            for key in list(servers):
-                try:
-                    wait_ready(servers[key])
-                except RuntimeError as exc:
-                    if key == "ours":
-                        raise
-                    log(f"{servers[key].label}: {exc}")
-                    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-                    last = ([ln for ln in lines if "Error" in ln][-1:] or lines[-1:] or [""])[0]
-                    problem += (f"{servers[key].label} did not start or answer correctly (last log line: "
-                                f"`{last.strip()[:200]}`). ")
-                    servers.pop(key).stop()
+            servers["mls_default"] = start_mlserver("mlserver-default", repo, work, tuned=False)
+            servers["mls_tuned"] = start_mlserver("mlserver-tuned", repo, work, tuned=True)
+            for server in servers.values():
+                wait_ready(server)
             time.sleep(2.0)
             idle_rss = {k: harness.rss_mib(s.proc.pid) for k, s in servers.items()}
             for srv in servers.values():  # warm-up, not measured
@@ -174,25 +150,20 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for srv in servers.values():
                 srv.stop()
-    print(report({k: summarize(v) for k, v in results.items()}, targets, idle_rss, problem, args, load_before))
+    print(report({k: summarize(v) for k, v in results.items()}, targets, idle_rss, args, load_before))
     return 0
 
 
-def report(stats: dict, targets: list[str], idle_rss: dict[str, float], problem: str, args: Any, load: str) -> str:
-    mls = [k for k in ("mls_default", "mls_tuned") if k in targets]
-    out = [
-        "## LiteRT server: latency and throughput", "",
-        "Small test models (1x4 FP32 `y = 2x + 1`, 1x4 uint8 quantized ADD) at concurrency 1 and 8: the same "
-        "LiteRT interpreter (ai-edge-litert, 1 thread) in-process (the limit), behind our server (defaults: 2 "
-        "interpreters per model) and behind MLServer with a custom runtime (`benchmarks/litert/mlserver_runtime.py`; "
-        "defaults = 1 parallel worker and access log; tuned = `parallel_workers: 0`, `debug: false`). Client: one "
-        f"keep-alive `http.client` connection per thread, KServe v2 JSON; {args.requests * args.rounds} requests per "
-        f"configuration in {args.rounds} interleaved rounds of {args.requests} (server order alternating), latencies "
-        f"pooled, after {WARMUP} warm-up requests per model. All on the machine's {os.cpu_count()} shared cores "
-        f"(1-minute load average {load} before, {loadavg()} after). Server CPU = user + system CPU of the server's "
-        "processes per request (/proc/<pid>/stat).", ""]
-    if problem:
-        out += [f"MLServer: not measured: {problem}", ""]
+def report(stats: dict, targets: list[str], idle_rss: dict[str, float], args: Any, load: str) -> str:
+    intro = f"""Small test models (1x4 FP32 `y = 2x + 1`, 1x4 uint8 quantized ADD) at concurrency 1 and 8: the same
+        LiteRT interpreter (ai-edge-litert, 1 thread) in-process (the limit), behind our server (defaults: 2
+        interpreters per model) and behind MLServer with a custom runtime (`benchmarks/litert/mlserver_runtime.py`;
+        defaults = 1 parallel worker and access log; tuned = `parallel_workers: 0`, `debug: false`). Client: one
+        keep-alive `http.client` connection per thread, KServe v2 JSON; {args.requests * args.rounds} requests per
+        configuration in {args.rounds} interleaved rounds of {args.requests} (server order alternating), latencies
+        pooled, after {WARMUP} warm-up requests per model. All on the machine's {os.cpu_count()} shared cores (1-minute
+        load average {load} before, {loadavg()} after). Server CPU = user + system CPU of the server's processes per
+        request (/proc/<pid>/stat)."""
     rows = []
     for name in MODELS:
         for conc in CONCURRENCY:
@@ -205,13 +176,14 @@ def report(stats: dict, targets: list[str], idle_rss: dict[str, float], problem:
                              f"{s['rps']:,.0f}" + (" (time cap hit)" if s["capped"] else ""), s["errors"],
                              "" if key == "inproc" else f"{s['server_us']:,.0f}",
                              "" if key == "inproc" else f"{s['p50'] - base['p50']:+.3f} ms", ratio))
-    out += table(["model", "conc.", "serving", "p50 ms", "p99 ms", "req/s", "errors", "server CPU µs/req",
-                  "p50 overhead vs in-process", "req/s ours / this"], rows, "lrlrrrrrrr")
     mem = ", ".join(f"{LABEL[k].strip('*')} {v:.0f} MiB" for k, v in idle_rss.items())
     client = [stats[("ours", n, c)]["client_us"] for n in MODELS for c in CONCURRENCY]
-    out += ["", f"Idle memory (VmRSS after loading both models, MLServer with its worker processes): {mem}.",
-            f"The load generator itself used {min(client):,.0f}-{max(client):,.0f} µs of CPU per request against "
-            "our server (Python http.client + JSON), on the same cores.", ""]
+    out = ["## LiteRT server: latency and throughput", "", *harness.paragraphs(intro), "", *table(
+        ["model", "conc.", "serving", "p50 ms", "p99 ms", "req/s", "errors", "server CPU µs/req",
+         "p50 overhead vs in-process", "req/s ours / this"], rows, "lrlrrrrrrr"),
+           "", f"Idle memory (VmRSS after loading both models, MLServer with its worker processes): {mem}.",
+           f"The load generator itself used {min(client):,.0f}-{max(client):,.0f} µs of CPU per request against "
+           "our server (Python http.client + JSON), on the same cores.", ""]
     for conc in CONCURRENCY:
         over = {n: stats[("ours", n, conc)]["p50"] - stats[("inproc", n, conc)]["p50"] for n in MODELS}
         met = all(o < 0.5 for o in over.values())
@@ -225,8 +197,8 @@ def report(stats: dict, targets: list[str], idle_rss: dict[str, float], problem:
                            f"Little's law the mean latency is concurrency / throughput ({little}), so under 0.5 ms "
                            f"needs more than {conc / 0.5e-3:,.0f} req/s")
         out.append("- " + goal(f"p50 overhead over in-process < 0.5 ms, concurrency {conc}", met, detail))
-    for conc in CONCURRENCY if mls else ():
-        best = {n: max(mls, key=lambda k, n=n: stats[(k, n, conc)]["rps"]) for n in MODELS}
+    for conc in CONCURRENCY:
+        best = {n: max(("mls_default", "mls_tuned"), key=lambda k, n=n: stats[(k, n, conc)]["rps"]) for n in MODELS}
         vs = {n: stats[("ours", n, conc)]["rps"] / stats[(best[n], n, conc)]["rps"] for n in MODELS}
         detail = "; ".join(f"{n}: {r:.2f}x vs {LABEL[best[n]]}" for n, r in vs.items())
         if min(vs.values()) < 2.0:
@@ -236,8 +208,6 @@ def report(stats: dict, targets: list[str], idle_rss: dict[str, float], problem:
         out.append("- " + goal(f"throughput >= 2x MLServer's (its faster configuration), concurrency {conc}",
                                min(vs.values()) >= 2.0, detail)
                    + f" Server CPU per request, that MLServer over ours: {cpu}.")
-    if not mls:
-        out.append("- Goal throughput >= 2x MLServer's: **not measured** (MLServer unavailable, see above).")
     return "\n".join(out)
 
 

@@ -1,9 +1,5 @@
-# Copyright: edgeai.fleet contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """An MLServer runtime serving a .tflite model with the LiteRT interpreter (one thread, one a worker
 process): benchmarks/litert/bench.py's peer of our server, so that only the serving stack differs."""
-
-from __future__ import annotations
 
 from typing import Any
 
@@ -26,19 +22,11 @@ class LiteRTRuntime(MLModel):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        interp = self._interp
-        given = set()
-        for request_input in payload.inputs:
-            index = self._inputs.get(request_input.name)
-            if index is None:
-                raise InferenceError(f"unknown input {request_input.name!r}")
-            interp.set_tensor(index, NumpyCodec.decode_input(request_input))
-            given.add(request_input.name)
-        if given != set(self._inputs):
-            raise InferenceError(f"missing inputs {sorted(set(self._inputs) - given)}")
+        interp, given = self._interp, {request_input.name: request_input for request_input in payload.inputs}
+        if set(given) != set(self._inputs):
+            raise InferenceError(f"inputs {sorted(given)} given, the model takes {sorted(self._inputs)}")
+        for name, index in self._inputs.items():
+            interp.set_tensor(index, NumpyCodec.decode_input(given[name]))
         interp.invoke()
-        return InferenceResponse(
-            model_name=self.name,
-            model_version=self.version,
-            outputs=[NumpyCodec.encode_output(name, interp.get_tensor(index)) for name, index in self._outputs],
-        )
+        return InferenceResponse(model_name=self.name, model_version=self.version, outputs=[
+            NumpyCodec.encode_output(name, interp.get_tensor(index)) for name, index in self._outputs])

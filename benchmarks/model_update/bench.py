@@ -1,15 +1,5 @@
-#!/usr/bin/env python3
-# Copyright: edgeai.fleet contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Model update under load: failed requests and latency while a new model version is deployed.
+"""Model update under load: failed requests and latency while a new model version is deployed."""
 
-    .venv/bin/python -m benchmarks.model_update.bench [--workers 3] [--interval-ms 25] [--servers triton,litert]
-"""
-
-from __future__ import annotations
-
-import contextlib
-import datetime
 import functools
 import json
 import os
@@ -20,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from edgeai_lab import access
 from edgeai_lab.devices import load_profile
 from edgeai_lab.load import Load
@@ -45,42 +34,15 @@ Run = dict[str, Any]  # one measured deployment, then its summary; times are sec
 log = h.logger("model_update")
 
 
-def write_inventory(work: Path, kinds: list[str], first: Path) -> Path:
-    """A device_registry inventory of this benchmark's devices, each to serve the release `first` after bootstrap."""
-    release, fleet = yaml.safe_load(first.read_text())["edgeai_release"], {}
-    for kind in kinds:
-        server, platform = SERVERS[kind], SERVERS[kind]["platform"]
-        model = {"name": release["model_name"], "version": release["model_version"],
-                 "artifact": release["artifacts"][platform], "smoke_test": release["smoke_test"][platform]}
-        fleet[server["device"]] = {"site": SITE, "platform": platform, "hardware": server["profile"], "ring": "canary",
-                                   "vars": {"inference_server_model": model}}
-    return access.registry_inventory(work / "inventory", fleet, access.status()["devices"])
-
-
-def naive_prepare(dev: access.Ssh, artifact: Path, tag: str) -> list[str]:
-    """Build <tag> on the device FROM the running server's image, the model baked into /models; the
-    `docker run` arguments that replace the running container with it (same flags)."""
+def naive_prepare(dev: access.Ssh, artifact: Path, kind: str) -> list[str]:
+    """Build an image on the device FROM the running server's, the model baked into /models; the `docker run`
+    arguments that replace the running container with it (same flags)."""
     info = json.loads(dev.run(f"docker inspect {CONTAINER}").stdout)[0]
-    host, config = info["HostConfig"], info["Config"]
-    ctx = f"/tmp/edgeai-naive-{tag.replace('/', '-').replace(':', '-')}"
+    ctx, tag = f"/tmp/edgeai-naive-{kind}", f"edgeai-naive/{kind}:3"
     dev.run(f"rm -rf {ctx} && mkdir -p {ctx} && tar -xzf - -C {ctx}", input=artifact.read_bytes())
     dev.run(f"cat > {ctx}/Dockerfile && docker build -q -t {tag} {ctx}", timeout=300,
-            input=f"FROM {config['Image']}\nCOPY {MODEL} /models/{MODEL}\n")
-    runtime, entry = host.get("Runtime"), config.get("Entrypoint") or []
-    flags = [("--restart", host.get("RestartPolicy", {}).get("Name")),
-             ("--runtime", runtime if runtime != "runc" else None),
-             ("--memory", str(host["Memory"]) if host.get("Memory") else None)]
-    flags += [("-p", f"{b['HostIp'] + ':' if b['HostIp'] else ''}{b['HostPort']}:{cport.split('/')[0]}")
-              for cport, binds in sorted((host.get("PortBindings") or {}).items()) for b in binds]
-    flags += [("--device", f"{d['PathOnHost']}:{d['PathInContainer']}") for d in host.get("Devices") or []]
-    flags += [("--device-cgroup-rule", rule) for rule in host.get("DeviceCgroupRules") or []]
-    flags += [("-v", f"{m['Source']}:{m['Destination']}{'' if m.get('RW', True) else ':ro'}")
-              for m in info.get("Mounts", []) if m["Destination"] != "/models"]  # the model is in the image now
-    flags += [("--label", f"{k}={v}") for k, v in sorted((config.get("Labels") or {}).items())
-              if k.startswith("io.edgeai.")]
-    flags.append(("--entrypoint", entry[0] if entry else None))
-    return ["docker", "run", "-d", "--name", CONTAINER, *(a for flag, value in flags if value for a in (flag, value)),
-            tag, *entry[1:], *(config.get("Cmd") or [])]
+            input=f"FROM {info['Config']['Image']}\nCOPY {MODEL} /models/{MODEL}\n")
+    return access.replacement_run(info, tag, leave_out="/models")  # the model is in the image now
 
 
 def measure(dev: access.Ssh, port: int, kind: str, deploy: Any, old: int, new: int, args: Any) -> Run:
@@ -141,23 +103,9 @@ def measure(dev: access.Ssh, port: int, kind: str, deploy: Any, old: int, new: i
 
 
 def server_load(dev: access.Ssh, run: Run) -> tuple[float, float] | None:
-    """When the server began and finished loading the new version, from its log: Triton's "loading:" and
-    "successfully loaded", or the LiteRT server's "model loaded" and load_s."""
-    start, logs = None, dev.run(f"docker logs -t --since {run['wall']:.3f} {CONTAINER} 2>&1", timeout=60).stdout
-    for stamp, _, line in (raw.partition(" ") for raw in logs.splitlines()):
-        with contextlib.suppress(ValueError):
-            if MODEL not in line:
-                continue
-            at = datetime.datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp() - run["wall"]
-            if f"loading: {MODEL}:{run['new']}" in line:
-                start = at
-            elif start is not None and f"successfully loaded '{MODEL}'" in line:
-                return start, at
-            elif line.strip().startswith("{"):
-                entry = json.loads(line)
-                if entry.get("msg") == "model loaded" and run["new"] in entry.get("versions", []):
-                    return at - float(entry.get("load_s", 0.0)), at
-    return None
+    """When the server began and finished loading the new version, from its log."""
+    logs = dev.run(f"docker logs -t --since {run['wall']:.3f} {CONTAINER} 2>&1", timeout=60).stdout
+    return access.server_load_window(logs, MODEL, run["new"], since=run["wall"])
 
 
 def window(recs: list[tuple[float, float, bool, int | None, str]], start: float, end: float) -> dict[str, Any]:
@@ -232,16 +180,15 @@ def report(sums: dict[tuple[str, str], Run], args: Any, notes: dict[str, Any]) -
         smoke-tested (canary soak 1 s). **Naive**: `docker stop` + `rm` + `run` over SSH, same ports and flags, of an
         image FROM the server's with the new version in `/models` (built beforehand, not timed). Two devices of its own
         on `{SITE}` serve v1 of the demo model (version N answers [N, 2N, 3N, 4N]) after `bootstrap.yml` (no event
-        relay): an AGX Orin with Triton (the CPU stand-in), a Coral USB host with the LiteRT server; ours v1 -> v2,
-        naive v2 -> v3. Load: {args.workers} threads, a request every {args.interval_ms:g} ms each (at most
-        {args.workers * 1000 / args.interval_ms:,.0f} req/s), KServe v2 JSON over keep-alive SSH tunnels; a broken
-        connection, an HTTP error or a wrong answer fails; percentiles are of the rest. Windows by send time: steady
-        from 1 s into the load to the deployment ({BEFORE_S:g} s in), during until {SETTLE_S:g} s after the new
-        version's first answer, after the next {AFTER_S:g} s. Device CPU: its container without the server's
-        (Ansible's modules, sshd, the engine). {os.cpu_count()} shared cores (1-minute load average
+        relay) and `deploy_model.yml`: an AGX Orin with Triton (the CPU stand-in), a Coral USB host with the LiteRT
+        server; ours v1 -> v2, naive v2 -> v3. Load: {args.workers} threads, a request every {args.interval_ms:g} ms
+        each (at most {args.workers * 1000 / args.interval_ms:,.0f} req/s), KServe v2 JSON over keep-alive SSH
+        tunnels; a broken connection, an HTTP error or a wrong answer fails; percentiles are of the rest. Windows by
+        send time: steady from 1 s into the load to the deployment ({BEFORE_S:g} s in), during until {SETTLE_S:g} s
+        after the new version's first answer, after the next {AFTER_S:g} s. Device CPU: its container without the
+        server's (Ansible's modules, sshd, the engine). {os.cpu_count()} shared cores (1-minute load average
         {notes['load_before']} before, {notes['load_after']} after); setup {notes['setup_s']:.0f} s (not measured),
         whole run {notes['total_s']:.0f} s."""
-    out = ["## Model update under load", "", " ".join(intro.split()), "", notes["plot"], ""]
     rows = []
     for (kind, method), s in sums.items():
         w = [s["steady"], s["during"], s["after"]]
@@ -251,11 +198,11 @@ def report(sums: dict[tuple[str, str], Run], args: Any, notes: dict[str, Any]) -
                      h.ratio(s["during"]["p99"], s["steady"]["p99"], "n/a"),
                      "never" if s["t_new"] is None else f"{s['t_new']:.1f} s", f"{h.fmt(s['gap_s'], 2)} s",
                      f"{s['deploy_s']:.1f} s" + ("" if s["rc"] == 0 else f" (exit {s['rc']})")))
-    out += h.table(["server", "method", "requests", "failed (steady / during / after)",
-                    "p50 ms steady / during / after", "p99 ms steady / during / after", "p99 during / steady",
-                    "new version answers after", "longest time without an answer", "deployment command took"],
-                   rows, "llrrrrrrrr")
-    out += ["", *(f"- {SERVERS[k]['label']}, {m}: {details(s, m)}" for (k, m), s in sums.items()), ""]
+    out = ["## Model update under load", "", *h.paragraphs(intro), "", notes["plot"], "", *h.table(
+        ["server", "method", "requests", "failed (steady / during / after)", "p50 ms steady / during / after",
+         "p99 ms steady / during / after", "p99 during / steady", "new version answers after",
+         "longest time without an answer", "deployment command took"], rows, "llrrrrrrrr"),
+           "", *(f"- {SERVERS[k]['label']}, {m}: {details(s, m)}" for (k, m), s in sums.items()), ""]
     for kind in SERVERS:
         if (kind, "ours") in sums and (kind, "naive") in sums:
             out += verdicts(SERVERS[kind]["label"], sums[(kind, "ours")], sums[(kind, "naive")])
@@ -307,11 +254,9 @@ def verdicts(label: str, ours: Run, naive: Run) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = h.parser(__doc__)
-    ap.add_argument("--workers", type=int, default=3, help="client threads")
-    ap.add_argument("--interval-ms", type=float, default=25.0, help="each worker sends one request this often")
-    ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated: triton,litert")
-    args = ap.parse_args(argv)
+    args = h.arguments(__doc__, argv, workers=(3, "client threads"),
+                       interval_ms=(25.0, "each worker sends one request this often"),
+                       servers=(",".join(SERVERS), "comma-separated: triton,litert"))
     status = access.status()  # not status["up"]: false while any device is stopped, as other people's tests do
     if not (status.get("processes") or {}).get("registry") or not status.get("ssh_key"):
         log("the lab is not up: run `tests/lab/lab up` first")
@@ -324,31 +269,34 @@ def main(argv: list[str] | None = None) -> int:
         lab = access.status()
         devices = {k: access.Ssh.of(lab, SERVERS[k]["device"]) for k in kinds}
         releases = {v: access.demo_release(v, out=work / "release") for v in (1, 2, 3)}
-        inventory = write_inventory(work, kinds, releases[1])
+        inventory = access.registry_inventory(work / "inventory", {SERVERS[k]["device"]: {
+            "site": SITE, "platform": SERVERS[k]["platform"], "hardware": SERVERS[k]["profile"], "ring": "canary"}
+            for k in kinds}, lab["devices"])
         env = access.playbook_env(work / "cp")  # SSH masters of our own
-        log("bootstrap.yml to serving v1 (event relay left out: webhook_api_url empty)")
+        log("bootstrap.yml (event relay left out: webhook_api_url empty), then deploy_model.yml to serve v1")
         access.run_playbook_ok(inventory, "playbooks/bootstrap.yml", "-e", "webhook_api_url=", env=env, timeout=600)
-        naive_run = {kind: naive_prepare(dev, work / "release" / f"{MODEL}-{SERVERS[kind]['platform']}-3.tar.gz",
-                                         f"edgeai-naive/{kind}-{MODEL}:3") for kind, dev in devices.items()}
+        deploy = ("playbooks/deploy_model.yml", "-e", "edgeai_canary_soak_seconds=1",
+                  "-e", f"edgeai_report_dir={work / 'reports'}")
+        access.run_playbook_ok(inventory, *deploy, "-e", f"@{releases[1]}", env=env, timeout=600)
+        naive_run = {kind: naive_prepare(dev, work / "release" / f"{MODEL}-{SERVERS[kind]['platform']}-3.tar.gz", kind)
+                     for kind, dev in devices.items()}
         notes["setup_s"] = time.monotonic() - t_setup
         for kind, dev in devices.items():
             swap = f"docker stop {CONTAINER} && docker rm {CONTAINER} && {shlex.join(naive_run[kind])}"
-            ours = functools.partial(access.run_playbook, inventory, "playbooks/deploy_model.yml",
-                                     "-e", f"@{releases[2]}", "-e", f"edgeai_targets={dev.name}",
-                                     "-e", "edgeai_canary_soak_seconds=1",
-                                     "-e", f"edgeai_report_dir={work / 'reports'}", env=env, timeout=CAP_S)
+            ours = functools.partial(access.run_playbook, inventory, *deploy, "-e", f"@{releases[2]}",
+                                     "-e", f"edgeai_targets={dev.name}", env=env, timeout=CAP_S)
             naive = functools.partial(dev.run, swap, check=False, timeout=CAP_S)
             with dev.tunnel(SERVER_PORT) as port:
-                for method, deploy, old, new in (("ours", ours, 1, 2), ("naive", naive, 2, 3)):
+                for method, how, old, new in (("ours", ours, 1, 2), ("naive", naive, 2, 3)):
                     log(f"{kind}: {method}, v{old} -> v{new}" + (f": {swap}" if method == "naive" else ""))
-                    run = measure(dev, port, kind, deploy, old, new, args)
+                    run = measure(dev, port, kind, how, old, new, args)
                     log(f"{kind}: {method}: exit {run['rc']}" + ("" if run["rc"] == 0 else f"\n{run['output']}"))
                     # ours: the server's log, before the naive way removes its container
                     sums[(kind, method)] = summarize(run, server_load(dev, run) if method == "ours" else None)
+        access.close_ssh_masters(work / "cp")
         notes.update(load_after=h.loadavg(), total_s=time.monotonic() - t_setup)
         log(f"removing {', '.join(d.name for d in devices.values())}")
-    notes["plot"] = h.figure(log, h.PLOTS / "model_update.png", "latency over time during the swaps",
-                             lambda plt: draw(plt, sums))
+    notes["plot"] = h.figure("model_update", "latency over time during the swaps", lambda plt: draw(plt, sums))
     print(report(sums, args, notes))
     return 0
 

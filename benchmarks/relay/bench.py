@@ -1,12 +1,4 @@
-#!/usr/bin/env python3
-# Copyright: edgeai.fleet contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Event relay: events per second accepted and delivered, and events lost in a receiver outage.
-
-    .venv/bin/python -m benchmarks.relay.bench [--events 2000] [--threads 4]
-"""
-
-from __future__ import annotations
+"""Event relay: events per second accepted and delivered, and events lost in a receiver outage."""
 
 import json
 import os
@@ -131,10 +123,8 @@ def measure(relay: RelayProcess, receiver: ReceiverProcess, events: int, threads
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = harness.parser(__doc__)
-    ap.add_argument("--events", type=int, default=2000, help="events in the throughput phase")
-    ap.add_argument("--threads", type=int, default=4, help="client threads")
-    args = ap.parse_args(argv)
+    args = harness.arguments(__doc__, argv, events=(2000, "events in the throughput phase"),
+                             threads=(4, "client threads"))
     load_before = loadavg()
     with workdir("relay") as work, ReceiverProcess(work / "receiver", secret=SECRET, token=TOKEN) as receiver:
         with RelayProcess(work / "relay", f"{receiver.base_url}/v1/events", secret=SECRET, token=TOKEN,
@@ -142,17 +132,16 @@ def main(argv: list[str] | None = None) -> int:
             if drain(relay) is None:  # relay.started delivered: the pipe works
                 raise RuntimeError("the relay's first event was not delivered")
             lines = measure(relay, receiver, args.events, args.threads)
-    print("\n".join([
-        "## Event relay: throughput and a receiver outage", "",
-        "The relay (`images/event-relay`, defaults: SQLite WAL, fsync per accepted event, backoff 0.5 s doubling to "
-        "60 s) and the lab's webhook receiver (`tests/lab/webhook_receiver`, HMAC secret, bearer token), processes on "
-        f"loopback. Throughput: {args.events} events POSTed by {args.threads} keep-alive threads as fast as "
-        "acknowledged; delivered/s from the first POST to an empty queue (delivery runs meanwhile). Outage: "
-        f"{RATE * STREAM_S:.0f} events at {RATE:.0f}/s over {STREAM_S:.0f} s, the receiver SIGKILLed at "
-        f"{OUTAGE_AT_S:.0f} s and restarted {OUTAGE_S:.0f} s later (same port and state); then every id the relay "
-        f"acknowledged is looked up among the receiver's de-duplicated ids. Backlog: {BACKLOG} events POSTed as fast "
-        f"as acknowledged to a stopped receiver, which then starts; the queue drains. {os.cpu_count()} cores "
-        f"(1-minute load average {load_before} before, {loadavg()} after: other work ran too).", "", *lines]))
+    intro = f"""The relay (`images/event-relay`, defaults: SQLite WAL, fsync per accepted event, backoff 0.5 s
+        doubling to 60 s) and the lab's webhook receiver (`tests/lab/webhook_receiver`, HMAC secret, bearer token),
+        processes on loopback. Throughput: {args.events} events POSTed by {args.threads} keep-alive threads as fast as
+        acknowledged; delivered/s from the first POST to an empty queue (delivery runs meanwhile). Outage:
+        {RATE * STREAM_S:.0f} events at {RATE:.0f}/s over {STREAM_S:.0f} s, the receiver SIGKILLed at
+        {OUTAGE_AT_S:.0f} s and restarted {OUTAGE_S:.0f} s later (same port and state); then every id the relay
+        acknowledged is looked up among the receiver's de-duplicated ids. Backlog: {BACKLOG} events POSTed as fast as
+        acknowledged to a stopped receiver, which then starts; the queue drains. {os.cpu_count()} cores (1-minute
+        load average {load_before} before, {loadavg()} after: other work ran too)."""
+    print("\n".join(["## Event relay: throughput and a receiver outage", "", *harness.paragraphs(intro), "", *lines]))
     return 0
 
 

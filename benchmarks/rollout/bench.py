@@ -1,6 +1,3 @@
-#!/usr/bin/env python3
-# Copyright: edgeai.fleet contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Rollout time on lab devices: a model update and a converged re-run of deploy_model.yml, against the previous design.
 
 The bench adds its own devices to the running lab (sites rb-*, Jetson and Coral mixed) and bootstraps them untimed.
@@ -10,18 +7,13 @@ soak, --repeat converged re-runs with cold SSH connections, one with warm ones, 
 Controller CPU counts ansible-playbook, everything under it and its SSH masters (the bench is their subreaper).
 What the machine holds caps the fleet; runs past --budget-s are skipped; --profile adds a re-run under cProfile
 (profile_hook/sitecustomize.py). Every device it added is removed at the end.
-
-    .venv/bin/python -m benchmarks.rollout.bench [--devices 8,24] [--soak-s 5] [--repeat 2] [--budget-s 1800]
 """
-
-from __future__ import annotations
 
 import ctypes
 import os
 import pstats
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -29,11 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 from edgeai_lab import access
 from edgeai_lab.devices import load_profile
 
 from benchmarks import ROOT, harness
-from benchmarks.harness import PROFILE_TASKS, T0, children_cpu, cpu_s, goal, logger, mean, mib, parser, ratio, table
+from benchmarks.harness import PROFILE_TASKS, T0, children_cpu, cpu_s, goal_under, logger, mean, mib, ratio, table
 
 OLD_COMMIT = "a19d6cd"
 SITES = ("rb-north", "rb-south", "rb-east", "rb-west")
@@ -55,46 +48,20 @@ def plan(count: int) -> dict[str, dict[str, str]]:
             for i in range(count)}
 
 
-def masters(control: Path | None = None) -> list[int]:
-    """SSH ControlPersist masters handed to this process (its children by subreaping), of one ControlPath or all."""
-    me, out = str(os.getpid()), []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            head, tail = stat.read_text().rsplit(")", 1)
-            if head.endswith("(ssh") and tail.split()[1] == me and (
-                    control is None or str(control) in (stat.parent / "cmdline").read_text()):
-                out.append(int(stat.parent.name))
-        except OSError:
-            continue
-    return out
-
-
-def close_masters(control: Path | None = None) -> None:
-    for pid in masters(control):
-        try:
-            os.kill(pid, signal.SIGTERM)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-
-
 class Design:
-    """A collection to run deploy_model.yml from: this checkout, or the tree of an older commit."""
+    """A collection to run deploy_model.yml from, with this checkout's ansible.cfg: this checkout, or the tree of an
+    older commit (`git archive`)."""
 
     def __init__(self, work: Path, commit: str | None = None) -> None:
         self.label, self.old, self.env = ("old" if commit else "new"), commit is not None, {}
-        self.cfg, self.playbook = ROOT / "ansible.cfg", ROOT / "playbooks" / "deploy_model.yml"
+        self.playbook = ROOT / "playbooks" / "deploy_model.yml"
         if commit:
-            top = work / "old"
-            tree = top / "ansible_collections" / "edgeai" / "fleet"
+            self.env = {"ANSIBLE_COLLECTIONS_PATH": str(work / "old")}
+            tree = work / "old" / "ansible_collections" / "edgeai" / "fleet"
             tree.mkdir(parents=True)
             archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
             subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-            self.cfg = top / "ansible.cfg"
-            self.cfg.write_text(re.sub(r"(?m)^collections_path = .*$", f"collections_path = {top}",
-                                       (ROOT / "ansible.cfg").read_text()))
             self.playbook = tree / "playbooks" / "deploy_model.yml"
-            self.env = {"ANSIBLE_COLLECTIONS_PATH": str(top)}
 
 
 class Bench:
@@ -113,15 +80,18 @@ class Bench:
         """One playbook run on the design's inventory: wall and controller CPU seconds, and its output. Without a
         control (ControlPath directory) it runs on cold connections and closes them after."""
         fresh, control = control is None, control or self.control()
-        cpu0, open0, t = children_cpu(), cpu_s(masters()), time.perf_counter()
+        cpu0, open0, t = children_cpu(), self.masters_cpu(), time.perf_counter()
         proc = access.run_playbook_ok(self.inventories[design.label], playbook, *args, timeout=1800,
-                                      env=access.playbook_env(control, ANSIBLE_CONFIG=str(design.cfg),
-                                                              **design.env, **env))
+                                      env=access.playbook_env(control, **design.env, **env))
         wall = time.perf_counter() - t
         if fresh:
-            close_masters(control)
-        return {"wall": wall, "cpu": children_cpu() - cpu0 + cpu_s(masters()) - open0, "stdout": proc.stdout,
+            access.close_ssh_masters(control)
+        return {"wall": wall, "cpu": children_cpu() - cpu0 + self.masters_cpu() - open0, "stdout": proc.stdout,
                 "control": control}
+
+    def masters_cpu(self) -> float:
+        """CPU seconds of the SSH masters open now (once closed and reaped, children_cpu() counts them)."""
+        return cpu_s(access.ssh_masters(self.work))
 
     def deploy(self, design: Design, tag: str, *extra: str, control: Path | None = None, **env: str) -> dict:
         """deploy_model.yml of the current version, and its report."""
@@ -134,15 +104,9 @@ class Bench:
 
     # -- setup, not timed --------------------------------------------------------------------------
     def add(self, names: list[str]) -> None:
-        for name in names:
-            spec = self.fleet[name]
+        for name in names:  # once more after a failure: a busy machine can keep systemd booting past the lab's 120 s
             self.added.append(name)
-            try:
-                access.add_device(name, spec["hardware"], spec["site"])
-            except access.LabAccessError as exc:  # a busy machine can keep systemd booting past the lab's 120 s
-                log(f"adding {name} failed, once more: {str(exc).splitlines()[-1]}")
-                access.remove_devices([name], log)
-                access.add_device(name, spec["hardware"], spec["site"])
+            access.add_device(name, self.fleet[name]["hardware"], self.fleet[name]["site"], retries=1, log=log)
 
     def bootstrap(self, names: list[str]) -> None:
         # the event relay left out: the bench then does not depend on the lab's relay image matching
@@ -158,7 +122,7 @@ class Bench:
         start, self.fleet = time.perf_counter(), plan(size)
         pilot, rest = list(self.fleet)[:PILOT], list(self.fleet)[PILOT:]
         free, limit = access.room_for(PILOT, INOTIFY_RESERVE)
-        mem0, disk0 = harness.meminfo(), shutil.disk_usage(DOCKER_ROOT).free
+        mem0, disk0 = psutil.virtual_memory(), shutil.disk_usage(DOCKER_ROOT).free
         self.add(pilot)
         bare = {n: access.device_memory(n) for n in pilot}
         per = max(access.inotify_instances()[0].get(f"edgeai-lab-{n}", 0) for n in pilot)
@@ -168,20 +132,18 @@ class Bench:
             self.add(rest)
             booting.result()
         served = {n: access.device_memory(n) for n in pilot}
-        disk_per = mean(access.device_disk(n) for n in pilot)
-        ws_per = max(m["ws"] for m in served.values())
+        disk_per, ws_per = mean(access.device_disk(n) for n in pilot), max(m["ws"] for m in served.values())
         caps = {"inotify": int(free // per),
-                "memory": int((mem0["MemAvailable"] - MEM_RESERVE_SHARE * mem0["MemTotal"]) // ws_per),
+                "memory": int((mem0.available - MEM_RESERVE_SHARE * mem0.total) // ws_per),
                 "disk": int((disk0 - DISK_RESERVE) // disk_per)}
         log(f"pilot: {mib(ws_per)} working set, {mib(disk_per)} disk, {per} inotify instances per device; "
             f"caps {caps}")
         keep = max(0, min(caps.values()) - PILOT) // 4 * 4
         access.remove_devices(rest[keep:], log)
-        rest = rest[:keep]
-        self.fleet = {n: self.fleet[n] for n in pilot + rest}
+        self.fleet = {n: self.fleet[n] for n in pilot + rest[:keep]}
         self.added = [n for n in self.added if n in self.fleet]
-        if rest:
-            self.bootstrap(rest)
+        if rest[:keep]:
+            self.bootstrap(rest[:keep])
         self.facts.update(mem_bare=bare, mem_served=served, disk_per=disk_per, caps=caps, inotify_per=per,
                           inotify_limit=limit, setup_s=time.perf_counter() - start, devices=len(self.fleet))
         log(f"{len(self.fleet)} devices bootstrapped after {self.facts['setup_s']:.0f} s")
@@ -197,7 +159,7 @@ class Bench:
         self.version = self.version or 1
         self.deploy(self.new, f"install-{size}", "-e", "edgeai_max_unavailable_per_site=100%",
                     "-e", "edgeai_canary_soak_seconds=0")
-        close_masters()
+        access.close_ssh_masters(self.work)
         self.facts["align_s"][size] = time.perf_counter() - start
 
     # -- timed ---------------------------------------------------------------------------------------
@@ -224,7 +186,7 @@ class Bench:
                 break
             warm = self.noop(out, design, "prewarm", control=self.control())
             self.noop(out, design, "warm", control=warm)
-            close_masters(warm)
+            access.close_ssh_masters(warm)
         return out
 
     def noop(self, out: dict[str, Any], design: Design, kind: str, control: Path | None = None) -> Path:
@@ -233,8 +195,7 @@ class Bench:
             out["n"], [c for n in list(self.fleet)[:out["n"]] for c in access.device_containers(n)])
         device0 = access.containers_cpu_s(ids)
         run = self.deploy(design, f"noop-{out['n']}-{kind}", control=control)
-        device_s = access.containers_cpu_s(ids) - device0
-        rows = run["report"]["devices"]
+        device_s, rows = access.containers_cpu_s(ids) - device0, run["report"]["devices"]
         if {r["result"] for r in rows} != {"unchanged"} or len(rows) != out["n"]:
             raise RuntimeError(f"{design.label} re-run changed something: {run['report']['summary']}")
         if kind != "prewarm":
@@ -293,23 +254,16 @@ def top_code(paths: list[Path], count: int = 8) -> list[tuple[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser(__doc__)
-    for flag, kind, default, text in (
-            ("--devices", str, "8,24", "fleet sizes, ascending, multiples of 4"),
-            ("--soak-s", int, 5, "canary soak seconds"), ("--repeat", int, 2, "cold re-runs per design and size"),
-            ("--budget-s", float, 1800, "wall budget; later runs beyond it are skipped")):
-        ap.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
-    ap.add_argument("--profile", action="store_true", help="profile one re-run at the largest size (cProfile)")
-    args = ap.parse_args(argv)
+    args = harness.arguments(__doc__, argv, devices=("8,24", "fleet sizes, ascending, multiples of 4"),
+                             soak_s=(5, "canary soak seconds"), repeat=(2, "cold re-runs per design and size"),
+                             budget_s=(1800.0, "wall budget; later runs beyond it are skipped"),
+                             profile=(False, "profile one re-run at the largest size (cProfile)"))
     sizes = sorted({int(s) for s in args.devices.split(",")})
     if sizes[0] < PILOT or any(s % 4 for s in sizes):
-        ap.error("--devices: multiples of 4 (one device per site and more)")
+        raise SystemExit("--devices: multiples of 4 (one device per site and more)")
     # orphaned SSH masters become this process's children: their CPU is counted when they are reaped
     ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
-    leftovers = [n for n in access.status()["devices"] if NAME.match(n)]
-    if leftovers:
-        log(f"removing devices left by an earlier run: {leftovers}")
-        access.remove_devices(leftovers, log)
+    access.remove_devices([n for n in access.status()["devices"] if NAME.match(n)], log)  # an earlier run's
     results: list[dict[str, Any]] = []
     with harness.workdir("rollout") as work:
         bench = Bench(args, work)
@@ -326,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile and not bench.over_budget(results[-1], results[-1]["n"], 3):
                 bench.profile(results[-1])
         finally:
-            close_masters()
+            access.close_ssh_masters(work)
             log(f"removing {len(bench.added)} devices")
             started = time.perf_counter()
             access.remove_devices(bench.added, log)
@@ -340,49 +294,36 @@ def best(runs: list[tuple[float, ...]] | None) -> tuple[float, ...] | None:
     return min(runs, key=lambda r: r[0]) if runs else None
 
 
-def under(what: str, value: float, limit: float, percent: bool = False, extra: str = "") -> str:
-    """A goal line: value against its limit, and by how much it misses."""
-    def show(x: float) -> str:
-        return f"{x:.0%}" if percent else f"{x:.3f} s"
-
-    met = value < limit
-    return "- " + goal(f"{what} under {show(limit)}", met,
-                       show(value) + ("" if met else f", {value / limit:.2f}x the goal{extra}"))
-
-
 def markdown(results: list[dict[str, Any]], facts: dict[str, Any], args: Any) -> str:
-    sizes, last = [r["n"] for r in results], results[-1]
+    sizes, last, caps = [r["n"] for r in results], results[-1], facts["caps"]
     fleet = plan(sizes[-1])
 
     def per_platform(key: str, field: str = "ws") -> str:
         return ", ".join(f"{p} {mib(mean(m[field] for n, m in facts[key].items() if fleet[n]['platform'] == p))}"
                          for p in ("jetson", "coral"))
 
-    caps = facts["caps"]
-    out = [
-        "## Rollout: a model update and a converged re-run on lab devices, this design against the previous one",
-        "",
-        f"`playbooks/deploy_model.yml` on {' and then '.join(map(str, sizes))} lab devices "
-        f"({sum(d['platform'] == 'jetson' for d in fleet.values())} of {sizes[-1]} Jetson with Triton, the others "
-        f"Coral with LiteRT) in {len(SITES)} sites, SSH on loopback, the demo model `detector` pushed from the "
-        "controller, no event relay (both designs' posts are refused at once), ansible.cfg as committed (forks 25, "
-        "pipelining, ControlPersist 120 s). **new**: this checkout (the action `edgeai.fleet.rollout`); **old**: "
-        f"commit {OLD_COMMIT} (`git archive`), on the same devices, alternating: "
-        + "; ".join(f"{r['n']} devices " + " first, then ".join(r["order"]) for r in results) + ". Controller CPU "
-        "(user + system) covers ansible-playbook, its workers, ssh clients and SSH masters; other work on these "
-        f"{os.cpu_count()} shared cores does not inflate it (load average at the end {harness.loadavg()}).",
-        "",
-        f"Setup, not timed: {facts['devices']} devices added and bootstrapped in {facts['setup_s']:.0f} s, each size's "
-        "devices brought to the current version (" + ", ".join(f"{n} devices {t:.0f} s" for n, t in
-                                                               facts["align_s"].items())
-        + f"), removed in {facts['remove_s']:.0f} s; the bench took {(time.monotonic() - T0) / 60:.1f} min. Memory "
-        f"per device (first {PILOT}; device and engine containers): working set {per_platform('mem_bare')} bare, "
-        f"{per_platform('mem_served')} with the inference server, {per_platform('mem_model')} serving the model "
-        f"(anonymous RSS {per_platform('mem_model', 'rss')}); disk {mib(facts['disk_per'])}. "
-        f"The machine holds {caps['memory']} devices by memory ({MEM_RESERVE_SHARE:.0%} kept for others), "
-        f"{caps['disk']} by disk, {caps['inotify']} by "
-        f"root's inotify instances ({facts['inotify_per']} per device, limit {facts['inotify_limit']}).",
-        "", f"### Update, version k -> k+1 (canary soak {args.soak_s} s)", ""]
+    intro = f"""`playbooks/deploy_model.yml` on {' and then '.join(map(str, sizes))} lab devices
+        ({sum(d['platform'] == 'jetson' for d in fleet.values())} of {sizes[-1]} Jetson with Triton, the others Coral
+        with LiteRT) in {len(SITES)} sites, SSH on loopback, the demo model `detector` pushed from the controller, no
+        event relay (both designs' posts are refused at once), ansible.cfg as committed (forks 25, pipelining,
+        ControlPersist 120 s). **new**: this checkout (the action `edgeai.fleet.rollout`); **old**: commit
+        {OLD_COMMIT} (`git archive`), on the same devices, alternating:
+        {'; '.join(f"{r['n']} devices " + ' first, then '.join(r['order']) for r in results)}. Controller CPU (user +
+        system) covers ansible-playbook, its workers, ssh clients and SSH masters; other work on these
+        {os.cpu_count()} shared cores does not inflate it (load average at the end {harness.loadavg()}).
+
+        Setup, not timed: {facts['devices']} devices added and bootstrapped in {facts['setup_s']:.0f} s, each size's
+        devices brought to the current version
+        ({', '.join(f'{n} devices {t:.0f} s' for n, t in facts['align_s'].items())}), removed in
+        {facts['remove_s']:.0f} s; the bench took {(time.monotonic() - T0) / 60:.1f} min. Memory per device (first
+        {PILOT}; device and engine containers): working set {per_platform('mem_bare')} bare,
+        {per_platform('mem_served')} with the inference server, {per_platform('mem_model')} serving the model
+        (anonymous RSS {per_platform('mem_model', 'rss')}); disk {mib(facts['disk_per'])}. The machine holds
+        {caps['memory']} devices by memory ({MEM_RESERVE_SHARE:.0%} kept for others), {caps['disk']} by disk,
+        {caps['inotify']} by root's inotify instances ({facts['inotify_per']} per device, limit
+        {facts['inotify_limit']})."""
+    out = ["## Rollout: a model update and a converged re-run on lab devices, this design against the previous one",
+           "", *harness.paragraphs(intro), "", f"### Update, version k -> k+1 (canary soak {args.soak_s} s)", ""]
     rows = []
     for r in results:
         for label in ("new", "old"):
@@ -397,12 +338,12 @@ def markdown(results: list[dict[str, Any]], facts: dict[str, Any], args: Any) ->
     out += table(["devices", "design", "waves", "wall s", "soak s", "transfer s", "load + smoke s",
                   "controller overhead s", "overhead / (wall - soak)", "controller CPU s", "CPU s per device"],
                  rows, "llrrrrrrrrr")
-    u = last["update_new"]
+    u, n = last["update_new"], last["n"]
     busy = u["wall"] - u["soak"]
-    out += ["", under(f"controller overhead ({last['n']} devices), as a share of wall - soak,", u["overhead"] / busy,
-                      GOALS["overhead"], True, f"; {u['overhead'] - GOALS['overhead'] * busy:.1f} s over"),
-            under(f"update CPU per device ({last['n']} devices)", u["cpu"] / last["n"], GOALS["update_cpu"]),
-            f"- Slowest tasks (profile_tasks, summed over waves) at {last['n']}: "
+    out += ["", goal_under(f"controller overhead ({n} devices), as a share of wall - soak,", u["overhead"] / busy,
+                           GOALS["overhead"], "{:.0%}", f"; {u['overhead'] - GOALS['overhead'] * busy:.1f} s over"),
+            goal_under(f"update CPU per device ({n} devices)", u["cpu"] / n, GOALS["update_cpu"]),
+            f"- Slowest tasks (profile_tasks, summed over waves) at {n}: "
             + "; ".join(f"{label}: " + ", ".join(f"{t} {s:.1f} s" for t, s in last[f"update_{label}"]["top"])
                         for label in ("new", "old")) + ".",
             "", "### Converged re-run (every device `unchanged`)", "",
@@ -413,20 +354,19 @@ def markdown(results: list[dict[str, Any]], facts: dict[str, Any], args: Any) ->
     rows = []
     for r in results:
         cn, co, floor = best(r["noop_new_cold"]), best(r["noop_old_cold"]), best(r["floor"])
-        for label, cold in (("new", cn), ("old", co)):
+        for label, (wall, cpu, *_) in (("new", cn), ("old", co), ("floor: one ping", floor)):
             warm = best(r.get(f"noop_{label}_warm"))
-            rows.append([r["n"], f"**{label}**" if label == "new" else label, f"{cold[0]:.1f}",
-                         f"{cold[0] / r['n']:.2f}", f"{cold[1]:.1f}", f"{cold[1] / r['n']:.3f}",
+            rows.append([r["n"], f"**{label}**" if label == "new" else label, f"{wall:.1f}", f"{wall / r['n']:.2f}",
+                         f"{cpu:.1f}", f"{cpu / r['n']:.3f}", "" if label == "floor: one ping" else
                          f"{warm[0]:.1f} / {warm[1]:.1f}" if warm else "skipped (budget)"])
-        rows += [[r["n"], "new / old", ratio(cn[0], co[0]), "", ratio(cn[1], co[1]), "", ""],
-                 [r["n"], "floor: one ping", f"{floor[0]:.1f}", f"{floor[0] / r['n']:.2f}", f"{floor[1]:.1f}",
-                  f"{floor[1] / r['n']:.3f}", ""],
-                 [r["n"], "new / floor", ratio(cn[0], floor[0]), "", ratio(cn[1], floor[1]), "", ""]]
+            if label != "new":
+                rows.append([r["n"], f"new / {label.split(':')[0]}", ratio(cn[0], wall), "", ratio(cn[1], cpu), "",
+                             ""])
     out += table(["devices", "design", "wall s", "wall s per device", "controller CPU s", "CPU s per device",
                   "warm: wall s / CPU s"], rows, "llrrrrr")
-    (wall, cpu, device_s), floor, n = best(last["noop_new_cold"]), best(last["floor"]), last["n"]
-    out += ["", under(f"controller CPU per device ({n} devices)", cpu / n, GOALS["noop_cpu"]),
-            under(f"wall per device ({n} devices)", wall / n, GOALS["noop_wall"]),
+    (wall, cpu, device_s), floor = best(last["noop_new_cold"]), best(last["floor"])
+    out += ["", goal_under(f"controller CPU per device ({n} devices)", cpu / n, GOALS["noop_cpu"]),
+            goal_under(f"wall per device ({n} devices)", wall / n, GOALS["noop_wall"]),
             f"- The floor at {n} devices is {floor[1] / n:.3f} CPU-s and {floor[0] / n:.2f} s of wall per device: "
             f"the goals ask for {GOALS['noop_cpu'] / (floor[1] / n):.2f}x and "
             f"{GOALS['noop_wall'] / (floor[0] / n):.2f}x of one ping; "
@@ -435,28 +375,24 @@ def markdown(results: list[dict[str, Any]], facts: dict[str, Any], args: Any) ->
             f"{device_s:.1f} CPU-s in that re-run, {device_s / n:.2f} s each (mostly the preflight module and its "
             "calls to the server), which a real device spends on its own CPU."]
     if len(results) > 1:
-        out += ["", "### Extrapolation (estimates)", "", extrapolate(results)]
+        out += ["", "### Extrapolation (estimates)", "", *(extrapolate(label, results) for label in ("new", "old"))]
     if "profile" in last:
         out += ["", "### Where the controller's CPU goes (converged re-run, this design)", "", profile_text(last)]
     return "\n".join(out)
 
 
-def extrapolate(results: list[dict[str, Any]]) -> str:
+def extrapolate(label: str, results: list[dict[str, Any]]) -> str:
     """cost = a + b * N through the smallest and largest size, for 1,000 devices on a 2-core controller."""
-    lines = []
-    for label in ("new", "old"):
-        noop = [(r["n"], best(r[f"noop_{label}_cold"])) for r in results]
-        a_cpu, b_cpu = harness.fit_line([(n, c) for n, (_w, c, *_) in noop])
-        a_wall, b_wall = harness.fit_line([(n, w) for n, (w, _c, *_) in noop])
-        a_up, b_up = harness.fit_line([(r["n"], r[f"update_{label}"]["cpu"]) for r in results])
-        cpu, wall, up = a_cpu + 1000 * b_cpu, a_wall + 1000 * b_wall, a_up + 1000 * b_up
-        lines.append(
-            f"- **{label}**: a converged re-run costs {a_cpu:.1f} + {b_cpu:.3f} x N controller CPU-s (wall "
+    noop = [(r["n"], best(r[f"noop_{label}_cold"])) for r in results]
+    a_cpu, b_cpu = harness.fit_line([(n, c) for n, (_w, c, *_) in noop])
+    a_wall, b_wall = harness.fit_line([(n, w) for n, (w, _c, *_) in noop])
+    a_up, b_up = harness.fit_line([(r["n"], r[f"update_{label}"]["cpu"]) for r in results])
+    cpu, wall, up = a_cpu + 1000 * b_cpu, a_wall + 1000 * b_wall, a_up + 1000 * b_up
+    return (f"- **{label}**: a converged re-run costs {a_cpu:.1f} + {b_cpu:.3f} x N controller CPU-s (wall "
             f"{a_wall:.1f} + {b_wall:.3f} x N s here): on 1,000 devices about {cpu:,.0f} CPU-s, at least "
             f"{cpu / 2 / 60:,.1f} min of a 2-core controller ({wall / 60:,.1f} min by this machine's wall times). An "
             f"update costs {a_up:.1f} + {b_up:.3f} x N CPU-s: for 1,000 devices about {up:,.0f} CPU-s, at least "
             f"{up / 2 / 60:,.1f} min of the 2 cores, on top of the waves' device time.")
-    return "\n".join(lines)
 
 
 def profile_text(result: dict[str, Any]) -> str:

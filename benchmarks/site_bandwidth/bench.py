@@ -1,28 +1,18 @@
-#!/usr/bin/env python3
-# Copyright: edgeai.fleet contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Site bandwidth: bytes the centre serves when a 3-site fleet fetches a new model, with and without site caches.
-
-    .venv/bin/python -m benchmarks.site_bandwidth.bench [--devices-per-site 3]
-"""
-
-from __future__ import annotations
+"""Site bandwidth: bytes the centre serves when a 3-site fleet fetches a new model, with and without site caches."""
 
 import json
 import os
 import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from edgeai_lab import access
-from edgeai_lab.centre import Centre, object_gets, site_cache_inventory, site_source
+from edgeai_lab.centre import PLAYBOOKS, Centre, object_gets, site_cache_inventory, site_source
 
 from benchmarks import harness
-from benchmarks.harness import PLOTS, PROFILE_TASKS, figure, loadavg, logger, parser, ratio, table, task_times
+from benchmarks.harness import PROFILE_TASKS, figure, loadavg, logger, ratio, table, task_times
 
-HERE = Path(__file__).resolve().parent
 SITES = ["bw-north", "bw-south", "bw-east"]
 PROFILE = "coral-usb"  # nothing from a vendor repository is installed: the cheapest device
 PASSES = {"direct": "without cache", "cache": "with cache"}
@@ -33,10 +23,11 @@ log = logger("site_bandwidth")
 
 
 def ansible(work: Path, inventory: str, playbook: str, *extra: str) -> tuple[float, dict[str, float]]:
-    """Run benchmarks/site_bandwidth/<playbook>; its seconds and the seconds per task (profile_tasks)."""
+    """Run the lab's site-cache <playbook> (edgeai_lab.centre.PLAYBOOKS); its seconds and the seconds per task
+    (profile_tasks)."""
     env = access.playbook_env(work / "cp", **PROFILE_TASKS)  # SSH masters of our own
     wall, _cpu, proc = harness.timed(lambda: access.run_playbook_ok(
-        work / "inventory" / inventory, HERE / playbook, *extra, env=env, timeout=300))
+        work / "inventory" / inventory, PLAYBOOKS / playbook, *extra, env=env, timeout=300))
     return wall, task_times(proc.stdout)
 
 
@@ -46,8 +37,7 @@ def run_pass(work: Path, centre: Centre, sources: dict[str, str], name: str, ver
     ref = centre.push_image(f"edgeai-bench/site-bandwidth-{tag}", LAYERS)
     blobs = centre.blobs(ref)
     url, sha256 = centre.put_artifact(f"site-bandwidth-{tag}.bin", ARTIFACT_BYTES)
-    records = work / "records"
-    shutil.rmtree(records, ignore_errors=True)
+    records = work / f"records-{name}"
     records.mkdir()
     offsets, before = centre.offsets(), {site: access.link_bytes(site) for site in SITES}
     log(f"{PASSES[name]}: every device fetches {ref} and {url}")
@@ -65,7 +55,7 @@ def run_pass(work: Path, centre: Centre, sources: dict[str, str], name: str, ver
             served[site][f"{service}_other"] = sent - served[site][obj]
     return {"image_size": sum(blobs.values()), "blobs": len(blobs), "artifact_size": ARTIFACT_BYTES,
             "seconds": seconds, "fetch_s": sum(tasks.get(t, 0.0) for t in FETCH_TASKS), "sites": served,
-            "records": {f.stem: json.loads(f.read_text()) for f in records.glob("*.json")}}
+            "records": {f.stem: json.loads(f.read_text()) for f in records.glob("*-*.json")}}
 
 
 def mb(n: float) -> str:
@@ -121,17 +111,17 @@ def row(result: dict[str, dict[str, Any]], label: str, sites: list[str], obj: st
 
 def report(result: dict[str, dict[str, Any]], per_site: int, notes: dict[str, Any]) -> str:
     direct, cache = result["direct"], result["cache"]
-    out = ["## Site bandwidth: one copy per site with the site cache", "",
-           f"{len(SITES)} sites ({', '.join(f'`{s}`' for s in SITES)}) of {per_site} lab devices (Coral USB hosts) "
-           "fetch a new model at once by the collection's own tasks (`inference_server` `tasks/image.yml`, "
-           f"`model_deploy` `tasks/stage.yml`, sha256 checked): an image of {direct['blobs']} random blobs from the "
-           "central registry and an https artifact of random bytes from the central artifact store, new in each "
-           "pass. **With cache** each site sets `edgeai_site_cache` and its first device runs `roles/site_cache`. "
-           "**Centre served**: object bytes sent to the site (the centre's logs; the gateway relays site n from "
-           "127.213.n.1); **link**: all bytes down the site's link (`lab link SITE --json`). Copies = bytes / object "
-           f"size. Setup {notes['setup_s']:.0f} s, clean-up {notes['clean_s']:.0f} s, whole run "
-           f"{notes['total_s']:.0f} s (load {notes['load_before']} -> {notes['load_after']}, {os.cpu_count()} "
-           "shared cores).", "", notes["plot"], ""]
+    intro = f"""{len(SITES)} sites ({', '.join(f'`{s}`' for s in SITES)}) of {per_site} lab devices (Coral USB
+        hosts) fetch a new model at once by the collection's own tasks (`inference_server` `tasks/image.yml`,
+        `model_deploy` `tasks/stage.yml`, sha256 checked): an image of {direct['blobs']} random blobs from the central
+        registry and an https artifact of random bytes from the central artifact store, new in each pass. **With
+        cache** each site sets `edgeai_site_cache` and its first device runs `roles/site_cache`. **Centre served**:
+        object bytes sent to the site (the centre's logs; the gateway relays site n from 127.213.n.1); **link**: all
+        bytes down the site's link (`lab link SITE --json`). Copies = bytes / object size. Setup
+        {notes['setup_s']:.0f} s, clean-up {notes['clean_s']:.0f} s, whole run {notes['total_s']:.0f} s (load
+        {notes['load_before']} -> {notes['load_after']}, {os.cpu_count()} shared cores)."""
+    out = ["## Site bandwidth: one copy per site with the site cache", "", *harness.paragraphs(intro), "",
+           notes["plot"], ""]
     rows = [row(result, (f"`{site}` ({per_site} devices)" if group == [site] else f"all {len(SITES)} sites")
                 if obj == "image" else "", group, obj)
             for site, group in [*((s, [s]) for s in SITES), ("", SITES)] for obj in ("image", "artifact", "both")]
@@ -141,7 +131,8 @@ def report(result: dict[str, dict[str, Any]], per_site: int, notes: dict[str, An
     gets = {p: ", ".join(f"{s} {result[p]['sites'][s]['image_gets']} / {result[p]['sites'][s]['artifact_gets']}"
                          for s in SITES) for p in PASSES}
     other = {p: sum(result[p]["sites"][s][f"{k}_other"] for s in SITES for k in OBJECTS.values()) for p in PASSES}
-    fell_back = sorted(h for h, r in cache["records"].items() if r["image_from"] == "centre" or r["warning"])
+    fell_back = sorted({k.split("-", 1)[1] for k, r in cache["records"].items()  # pull-<device>, stage-<device>
+                        if r.get("registry") == "centre" or r["warning"]})
     out += ["", f"- GETs with object bytes per site (image blobs / artifact): without cache {gets['direct']}; with "
             f"cache {gets['cache']} (the cache fetches the artifact in 4 MiB slices). Other responses (manifests, "
             f"`/v2/` probes): {other['direct']:,} bytes without cache, {other['cache']:,} with.",
@@ -171,9 +162,7 @@ def report(result: dict[str, dict[str, Any]], per_site: int, notes: dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser(__doc__)
-    ap.add_argument("--devices-per-site", type=int, default=3, help="devices per site, the cache host included")
-    args = ap.parse_args(argv)
+    args = harness.arguments(__doc__, argv, devices_per_site=(3, "devices per site, the cache host included"))
     t0, load_before, status = time.monotonic(), loadavg(), access.status()
     if not status.get("up") or "site-cache" not in status.get("images", {}) or not status.get("artifacts"):
         log("the lab is not up, or has no site-cache image or artifact store: run `tests/lab/lab up`")
@@ -193,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name in PASSES:
                     site_cache_inventory(work / "inventory" / f"hosts-{name}.yml", status, fleet,
                                          cache=name == "cache", parent="bw_fleet")
-                ansible(work, "hosts-cache.yml", "setup.yml")
+                ansible(work, "hosts-cache.yml", "caches.yml")
                 setup_s = time.monotonic() - t0
                 log(f"engines and caches ready after {setup_s:.0f} s")
                 sources = {s: site_source(status, fleet[s][0]) for s in SITES}
@@ -204,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             centre.clean(log)
     clean_s = time.monotonic() - t_clean
     log(f"devices, images and files removed in {clean_s:.0f} s")
-    plot = figure(log, PLOTS / "site_bandwidth.png", "bytes down each site's link, without and with the site cache",
+    plot = figure("site_bandwidth", "bytes down each site's link, without and with the site cache",
                   lambda plt: draw(plt, result, args.devices_per_site))
     notes = {"setup_s": setup_s, "total_s": time.monotonic() - t0, "clean_s": clean_s, "load_before": load_before,
              "load_after": loadavg(), "plot": plot}

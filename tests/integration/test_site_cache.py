@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from edgeai_lab import access
-from edgeai_lab.centre import Centre, object_gets, site_cache_inventory, site_source
+from edgeai_lab.centre import PLAYBOOKS, Centre, object_gets, site_cache_inventory, site_source
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker]
 
@@ -32,77 +32,12 @@ CACHE_HOST = DEVICES[0]
 PROFILE = "coral-usb"  # the lightest profile: nothing from a vendor repository is installed
 SLICE = 4 * 1024 * 1024  # site_cache_slice_size's default (4m)
 
-CACHE_PLAY = """
-- name: The site's cache
-  hosts: site_cache_hosts
-  gather_facts: false
-  roles:
-    - edgeai.fleet.site_cache
-"""
-
-PLAYBOOKS = {
-    "cache.yml": """
-- name: Engines of the site's devices
-  hosts: cache_site
-  gather_facts: false
-  roles:
-    - edgeai.fleet.container_engine
-""" + CACHE_PLAY,
-    "cache_only.yml": CACHE_PLAY,
-    # the same tasks inference_server runs to get its image
-    "pull.yml": """
-- name: Pull an image as inference_server does
-  hosts: "{{ targets | default('cache_site') }}"
-  gather_facts: false
-  tasks:
-    - name: Pull it
-      ansible.builtin.include_role:
-        name: edgeai.fleet.inference_server
-        tasks_from: image
-      vars:
-        inference_server_image: "{{ image }}"
-
-    - name: Record where it came from
-      ansible.builtin.copy:
-        content: "{{ {'registry': site_cache_client.registry, 'warning': site_cache_client.warning} | to_json }}"
-        dest: "{{ record_dir }}/pull-{{ inventory_hostname }}.json"
-        mode: "0644"
-      delegate_to: localhost
-""",
-    # the staging step of model_deploy, on its own (its declared entry point: no inference server needed)
-    "stage.yml": """
-- name: Stage an https artifact as model_deploy does
-  hosts: "{{ targets | default('cache_site') }}"
-  gather_facts: false
-  tasks:
-    - name: Stage it
-      ansible.builtin.include_role:
-        name: edgeai.fleet.model_deploy
-        tasks_from: stage
-      vars:
-        model_deploy_name: site-cache-test
-        model_deploy_version: "{{ version }}"
-        model_deploy_artifact: {url: "{{ url }}", sha256: "{{ sha256 }}"}
-        model_deploy_artifacts_dir: /var/lib/edgeai-site-cache-test
-        model_deploy_artifact_ca_path: /usr/local/share/ca-certificates/edgeai-lab-ca.crt
-
-    - name: Record where it came from
-      ansible.builtin.copy:
-        content: >-
-          {{ {'fetched_from': model_deploy_result.fetched_from, 'warning': model_deploy_result.warnings | join('; '),
-              'bytes': model_deploy_result.downloaded_bytes, 'result': model_deploy_result.result} | to_json }}
-        dest: "{{ record_dir }}/stage-{{ inventory_hostname }}.json"
-        mode: "0644"
-      delegate_to: localhost
-""",
-}
-
 
 def _ansible(workdir: Path, playbook: str, *args: str) -> tuple[str, dict[str, dict[str, int]]]:
     records = workdir / "records"
     shutil.rmtree(records, ignore_errors=True)
     records.mkdir()
-    proc = access.run_playbook_ok(workdir / "hosts.yml", workdir / playbook, "-e", f"record_dir={records}", *args,
+    proc = access.run_playbook_ok(workdir / "hosts.yml", PLAYBOOKS / playbook, "-e", f"record_dir={records}", *args,
                                   timeout=600)
     recap = {host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
              for host, counts in re.findall(r"^(\S+)\s*:\s*(ok=.*)$", proc.stdout, re.MULTILINE)}
@@ -131,9 +66,7 @@ def site(lab: dict[str, Any], tmp_path_factory) -> dict[str, Any]:
             status = access.status()
             workdir = tmp_path_factory.mktemp("site-cache")
             site_cache_inventory(workdir / "hosts.yml", status, {SITE: DEVICES})
-            for name, text in PLAYBOOKS.items():
-                (workdir / name).write_text(text)
-            out, recap = _ansible(workdir, "cache.yml")
+            out, recap = _ansible(workdir, "caches.yml")
             assert recap[CACHE_HOST]["failed"] == 0
             assert (workdir / f"{SITE}-device-password").read_text().strip() not in out
             yield {"lab": status, "workdir": workdir, "source": site_source(status, CACHE_HOST), "centre": centre}
@@ -142,9 +75,9 @@ def site(lab: dict[str, Any], tmp_path_factory) -> dict[str, Any]:
 
 
 def test_cache_role_is_idempotent(site):
-    _out, again = _ansible(site["workdir"], "cache_only.yml", "--diff")
+    _out, again = _ansible(site["workdir"], "caches.yml", "--diff")
     assert again[CACHE_HOST]["changed"] == 0, "a second run must change nothing"
-    _out, checked = _ansible(site["workdir"], "cache_only.yml", "--check", "--diff")
+    _out, checked = _ansible(site["workdir"], "caches.yml", "--check", "--diff")
     assert checked[CACHE_HOST]["changed"] == 0
 
 

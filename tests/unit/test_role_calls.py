@@ -102,7 +102,7 @@ CALLS = all_calls()
 
 
 def test_the_scan_sees_the_callers():
-    """The scan is not empty: it finds the role-to-role calls and the playbooks tests write out."""
+    """The scan is not empty: it finds the role-to-role calls, the lab's playbooks and those tests write out."""
     seen = {(c["where"], c["role"], c["tasks_from"]) for c in CALLS}
     for expected in [
         ("roles/inference_server/tasks/pull.yml", "edgeai.fleet.container_engine", "registry"),
@@ -110,14 +110,14 @@ def test_the_scan_sees_the_callers():
         ("roles/site_cache/tasks/client.yml", "edgeai.fleet.container_engine", "registry"),
         ("roles/jetpack/tasks/apt_source.yml", "edgeai.fleet.apt_source", "main"),
         ("roles/coral/tasks/apt_source.yml", "edgeai.fleet.apt_source", "main"),
-        ("tests/integration/test_site_cache.py", "edgeai.fleet.inference_server", "image"),
         ("playbooks/deploy_model.yml", "edgeai.fleet.model_deploy", "wave"),
+        # the lab's site-cache playbooks (test_site_cache and the site bandwidth benchmark)
+        ("tests/lab/playbooks/site_cache/pull.yml", "edgeai.fleet.inference_server", "image"),
+        ("tests/lab/playbooks/site_cache/stage.yml", "edgeai.fleet.model_deploy", "stage"),
+        ("tests/lab/playbooks/site_cache/caches.yml", "edgeai.fleet.site_cache", "main"),
+        ("tests/integration/test_events_role.py", "edgeai.fleet.webhook", "main"),  # a playbook in a Python string
     ]:
         assert expected in seen, f"not found by the scan: {expected}"
-    # the site bandwidth benchmark's fetch play, wherever it keeps it (bench.py or a .yml beside it)
-    pull = ("edgeai.fleet.inference_server", "image")
-    assert any(where.startswith("benchmarks/site_bandwidth/") and (role, entry) == pull
-               for where, role, entry in seen), "the site bandwidth benchmark's image pull was not found by the scan"
 
 
 @pytest.mark.parametrize("call", CALLS, ids=lambda c: f"{c['where']}->{c['role']}:{c['tasks_from']}")

@@ -10,10 +10,12 @@ hold of this machine (memory, disk, CPU, root's inotify instances). The integrat
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib.machinery
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -133,12 +135,23 @@ class Ssh:
 
 
 # -- devices of one's own ------------------------------------------------------------------------
-def add_device(name: str, profile: str, site: str, *options: str, timeout: float = 600) -> dict[str, Any]:
+def add_device(name: str, profile: str, site: str, *options: str, timeout: float = 600, retries: int = 0,
+               log=print) -> dict[str, Any]:
     """`lab device add NAME --no-inventory`: a device outside the lab's fleet and inventories.
-    Returns what the command prints (port, identity_file, container)."""
-    out = lab("device", "add", name, "--profile", profile, "--site", site, "--no-inventory", *options,
-              timeout=timeout)
-    return json.loads(out.strip().splitlines()[-1])
+    Returns what the command prints (port, identity_file, container). retries: tries after a failed
+    one, the half-added device removed first (a busy machine can keep a device's systemd booting
+    past the lab's readiness timeout)."""
+    while True:
+        try:
+            out = lab("device", "add", name, "--profile", profile, "--site", site, "--no-inventory", *options,
+                      timeout=timeout)
+            return json.loads(out.strip().splitlines()[-1])
+        except LabAccessError as exc:
+            if retries <= 0:
+                raise
+            retries -= 1
+            log(f"adding {name} failed, once more: {str(exc).splitlines()[-1]}")
+            remove_devices([name], log)
 
 
 def remove_devices(names: Iterable[str], log=print) -> None:
@@ -210,6 +223,27 @@ def playbook_env(control_dir: Path | None = None, **extra: str) -> dict[str, str
         env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(control_dir)
     env.update(extra)
     return env
+
+
+def ssh_masters(under: Path) -> list[int]:
+    """Pids of the SSH ControlPersist masters whose sockets are under `under` (a playbook_env control_dir, or a
+    folder of them): a master's command line is "ssh: <socket> [mux]"."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if stat.read_text().split(") ", 1)[0].endswith("(ssh") and str(under) in (
+                    stat.parent / "cmdline").read_text():
+                found.append(int(stat.parent.name))
+    return found
+
+
+def close_ssh_masters(under: Path) -> None:
+    """End the SSH masters under `under` (ssh_masters) and reap those that are this process's children (a
+    subreaper's orphans among them), so that their CPU counts among its children's."""
+    for pid in ssh_masters(under):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
 
 
 def run_playbook(inventory: str | Path, playbook: str | Path, *args: str, env: dict[str, str] | None = None,
@@ -348,3 +382,48 @@ def device_disk(name: str) -> int:
     """Bytes under the lab device's /var/lib/docker (its engine's images and containers)."""
     return int(subprocess.run(["docker", "exec", f"edgeai-lab-{name}", "du", "-sx", "--block-size=1",
                                "/var/lib/docker"], capture_output=True, text=True, check=True).stdout.split()[0])
+
+
+# -- a device's inference server -----------------------------------------------------------------
+def replacement_run(info: dict[str, Any], image: str, leave_out: str) -> list[str]:
+    """The `docker run` arguments that replace a container (its `docker inspect` `info`) with one of `image`: same
+    name, restart policy, runtime, memory limit, ports, devices, device rules, io.edgeai.* labels, entrypoint and
+    command, and its mounts but the one at `leave_out` (what the new image holds instead)."""
+    host, config = info["HostConfig"], info["Config"]
+    runtime, entry = host.get("Runtime"), config.get("Entrypoint") or []
+    flags = [("--restart", host.get("RestartPolicy", {}).get("Name")),
+             ("--runtime", runtime if runtime != "runc" else None),
+             ("--memory", str(host["Memory"]) if host.get("Memory") else None),
+             ("--entrypoint", entry[0] if entry else None)]
+    flags += [("-p", f"{b['HostIp'] + ':' if b['HostIp'] else ''}{b['HostPort']}:{port.split('/')[0]}")
+              for port, binds in sorted((host.get("PortBindings") or {}).items()) for b in binds]
+    flags += [("--device", f"{d['PathOnHost']}:{d['PathInContainer']}") for d in host.get("Devices") or []]
+    flags += [("--device-cgroup-rule", rule) for rule in host.get("DeviceCgroupRules") or []]
+    flags += [("-v", f"{m['Source']}:{m['Destination']}{'' if m.get('RW', True) else ':ro'}")
+              for m in info.get("Mounts", []) if m["Destination"] != leave_out]
+    flags += [("--label", f"{k}={v}") for k, v in sorted((config.get("Labels") or {}).items())
+              if k.startswith("io.edgeai.")]
+    return ["docker", "run", "-d", "--name", info["Name"].lstrip("/"),
+            *(a for flag, value in flags if value for a in (flag, value)), image, *entry[1:],
+            *(config.get("Cmd") or [])]
+
+
+def server_load_window(logs: str, model: str, version: int, since: float) -> tuple[float, float] | None:
+    """When a server began and finished loading `version` of `model`, in seconds after `since` (epoch), from its
+    `docker logs -t`: Triton's "loading: M:V" and "successfully loaded 'M'", or the LiteRT server's JSON
+    "model loaded" entry and its load_s. None when the log does not say."""
+    start = None
+    for stamp, _, line in (raw.partition(" ") for raw in logs.splitlines()):
+        with contextlib.suppress(ValueError):
+            if model not in line:
+                continue
+            at = datetime.datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp() - since
+            if f"loading: {model}:{version}" in line:
+                start = at
+            elif start is not None and f"successfully loaded '{model}'" in line:
+                return start, at
+            elif line.strip().startswith("{"):
+                entry = json.loads(line)
+                if entry.get("msg") == "model loaded" and version in entry.get("versions", []):
+                    return at - float(entry.get("load_s", 0.0)), at
+    return None

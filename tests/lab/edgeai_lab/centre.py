@@ -2,7 +2,8 @@
 
 Objects of one's own there (an image of random layers, a file of random bytes), what the centre's
 JSON logs say it served to a site (the lab gateway relays site n's connections from 127.213.n.1),
-and an inventory of sites whose first device runs a site cache (roles/site_cache) for the others.
+an inventory of sites whose first device runs a site cache (roles/site_cache) for the others, and the
+playbooks (PLAYBOOKS) that set up those caches and fetch through them as the roles do.
 tests/integration/test_site_cache.py and benchmarks/site_bandwidth both use these.
 """
 
@@ -27,6 +28,8 @@ from edgeai_lab import access, core, services
 from edgeai_lab import inventory as lab_inventory
 
 CA = "{{ lookup('ansible.builtin.file', edge_lab_ca_cert) }}"
+# caches.yml (engines and caches), pull.yml, stage.yml and fetch.yml (both): each file says its extra vars
+PLAYBOOKS = Path(__file__).resolve().parents[1] / "playbooks" / "site_cache"
 # the lab's site.yml reads the centre's logins from the lab's 0600 files
 LOGINS = {"registry": "_edge_lab_registry_login.edge_lab_registry",
           "artifact": "_edge_lab_artifacts_login.edge_lab_artifacts"}
