@@ -1,8 +1,5 @@
-"""What every benchmark shares: logging, statistics, CPU and memory readings, formatting, plots.
-
-The lab's helpers (SSH, tunnels, inventories, playbooks) are in tests/lab/edgeai_lab/access.py, the HTTP load
-in tests/lab/edgeai_lab/load.py: tests use them too.
-"""
+"""What every benchmark shares: arguments, logging, statistics, CPU and memory readings, formatting, plots. What
+tests use too (the lab's devices, SSH, inventories, playbooks, HTTP load) is in the lab's package, tests/lab."""
 
 import argparse
 import re
@@ -50,11 +47,6 @@ def workdir(name: str) -> Iterator[Path]:
 # -- statistics ----------------------------------------------------------------------------------
 def pct(sorted_xs: list[float], p: float) -> float:
     return sorted_xs[min(len(sorted_xs) - 1, int(p * len(sorted_xs)))] if sorted_xs else float("nan")
-
-
-def mean(xs: Iterable[float]) -> float:
-    xs = list(xs)
-    return sum(xs) / len(xs) if xs else float("nan")
 
 
 def ratio(a: float | None, b: float | None, none: str = "") -> str:

@@ -57,7 +57,6 @@ def main(argv: list[str]) -> int:
     out = args.out.resolve()
     sections = read_sections(out.read_text(), set(every)) if out.exists() else {}
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    where = machine()
     failed = []
     for name in chosen:
         rel = every[name].relative_to(ROOT)
@@ -74,7 +73,7 @@ def main(argv: list[str]) -> int:
             else:
                 sections[name] = f"## {name}\n\n{note}\n"
             continue
-        reproduce = f"`.venv/bin/python {' '.join(command)}` (run {now}; machine: {where})"
+        reproduce = f"`.venv/bin/python {' '.join(command)}` (run {now}; machine: {machine()})"
         sections[name] = proc.stdout.strip() + f"\n\nReproduce: {reproduce}.\n"
     out.write_text(HEADER + "".join(f"\n<!-- bench: {n} -->\n{sections[n]}" for n in sorted(sections)))
     print(f"wrote {out} (ran: {', '.join(chosen)}; kept: {', '.join(sorted(set(sections) - set(chosen))) or 'none'})")

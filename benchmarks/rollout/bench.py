@@ -19,6 +19,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 import psutil
@@ -26,7 +27,7 @@ from edgeai_lab import access
 from edgeai_lab.devices import load_profile
 
 from benchmarks import ROOT, harness
-from benchmarks.harness import PROFILE_TASKS, T0, children_cpu, cpu_s, goal_under, logger, mean, mib, ratio, table
+from benchmarks.harness import PROFILE_TASKS, T0, children_cpu, cpu_s, goal_under, logger, mib, ratio, table
 
 OLD_COMMIT = "a19d6cd"
 SITES = ("rb-north", "rb-south", "rb-east", "rb-west")
@@ -132,7 +133,7 @@ class Bench:
             self.add(rest)
             booting.result()
         served = {n: access.device_memory(n) for n in pilot}
-        disk_per, ws_per = mean(access.device_disk(n) for n in pilot), max(m["ws"] for m in served.values())
+        disk_per, ws_per = fmean(access.device_disk(n) for n in pilot), max(m["ws"] for m in served.values())
         caps = {"inotify": int(free // per),
                 "memory": int((mem0.available - MEM_RESERVE_SHARE * mem0.total) // ws_per),
                 "disk": int((disk0 - DISK_RESERVE) // disk_per)}
@@ -299,7 +300,7 @@ def markdown(results: list[dict[str, Any]], facts: dict[str, Any], args: Any) ->
     fleet = plan(sizes[-1])
 
     def per_platform(key: str, field: str = "ws") -> str:
-        return ", ".join(f"{p} {mib(mean(m[field] for n, m in facts[key].items() if fleet[n]['platform'] == p))}"
+        return ", ".join(f"{p} {mib(fmean(m[field] for n, m in facts[key].items() if fleet[n]['platform'] == p))}"
                          for p in ("jetson", "coral"))
 
     intro = f"""`playbooks/deploy_model.yml` on {' and then '.join(map(str, sizes))} lab devices
