@@ -355,14 +355,13 @@ def markdown(results: list[dict[str, Any]], facts: dict[str, Any], args: Any) ->
     rows = []
     for r in results:
         cn, co, floor = best(r["noop_new_cold"]), best(r["noop_old_cold"]), best(r["floor"])
-        for label, (wall, cpu, *_) in (("new", cn), ("old", co), ("floor: one ping", floor)):
-            warm = best(r.get(f"noop_{label}_warm"))
+        for label, vs, (wall, cpu, *_) in (("new", "", cn), ("old", "old", co), ("floor: one ping", "floor", floor)):
+            warm = "" if vs == "floor" else best(r.get(f"noop_{label}_warm"))
             rows.append([r["n"], f"**{label}**" if label == "new" else label, f"{wall:.1f}", f"{wall / r['n']:.2f}",
-                         f"{cpu:.1f}", f"{cpu / r['n']:.3f}", "" if label == "floor: one ping" else
-                         f"{warm[0]:.1f} / {warm[1]:.1f}" if warm else "skipped (budget)"])
-            if label != "new":
-                rows.append([r["n"], f"new / {label.split(':')[0]}", ratio(cn[0], wall), "", ratio(cn[1], cpu), "",
-                             ""])
+                         f"{cpu:.1f}", f"{cpu / r['n']:.3f}",
+                         f"{warm[0]:.1f} / {warm[1]:.1f}" if warm else "" if vs == "floor" else "skipped (budget)"])
+            if vs:  # new against this row
+                rows.append([r["n"], f"new / {vs}", ratio(cn[0], wall), "", ratio(cn[1], cpu), "", ""])
     out += table(["devices", "design", "wall s", "wall s per device", "controller CPU s", "CPU s per device",
                   "warm: wall s / CPU s"], rows, "llrrrrr")
     (wall, cpu, device_s), floor = best(last["noop_new_cold"]), best(last["floor"])
